@@ -1,0 +1,73 @@
+"""The one error hierarchy of Accord.
+
+Every error says whether trying again can help, and after how long, so that
+workflows, the effect executor and the CLI decide the same way::
+
+    AccordError
+    ├── InvalidInput            bad data from a person or a system; never retried
+    │   └── ScenarioError       a billing scenario that is malformed or inconsistent
+    ├── RuleViolation           a domain invariant or lifecycle rule was broken
+    │   └── InvalidTransition   a lifecycle move that the entity does not allow
+    └── TransientError          a passing fault (network, quota, lock); retryable
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccordError",
+    "InvalidInput",
+    "InvalidTransition",
+    "RuleViolation",
+    "ScenarioError",
+    "TransientError",
+]
+
+
+class AccordError(Exception):
+    """Base of every error Accord raises on purpose."""
+
+    #: Whether repeating the same operation unchanged may succeed.
+    retryable: bool = False
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        #: Seconds to wait before a retry, when the cause says so (Retry-After).
+        self.retry_after = retry_after
+
+
+class InvalidInput(AccordError):
+    """Input that can never succeed as given; it names the record and field."""
+
+    def __init__(self, message: str, *, record: str | None = None, field: str | None = None):
+        super().__init__(message)
+        self.record = record
+        self.field = field
+
+    def __str__(self) -> str:
+        where = ".".join(part for part in (self.record, self.field) if part)
+        return f"{where}: {self.message}" if where else self.message
+
+
+class ScenarioError(InvalidInput):
+    """A billing scenario that is malformed or inconsistent."""
+
+
+class RuleViolation(AccordError):
+    """A domain invariant would be broken; the change is refused whole."""
+
+
+class InvalidTransition(RuleViolation):
+    """A lifecycle transition that the entity's state machine does not allow."""
+
+    def __init__(self, entity: str, current: str, target: str) -> None:
+        super().__init__(f"{entity} cannot go from {current!r} to {target!r}")
+        self.entity = entity
+        self.current = current
+        self.target = target
+
+
+class TransientError(AccordError):
+    """A fault that may pass: a retry after ``retry_after`` seconds can help."""
+
+    retryable = True
