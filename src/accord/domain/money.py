@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
-from functools import lru_cache
+from functools import cache, lru_cache
 
 from babel.numbers import get_currency_precision, list_currencies
 
@@ -38,7 +38,7 @@ class CurrencyMismatch(ValueError):
     """Two amounts of different currencies were combined."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def _known_currencies() -> frozenset[str]:
     return frozenset(list_currencies())
 
@@ -212,9 +212,7 @@ class Money:
         shares = [Decimal(whole) * w / total_weight for w in weights]
         parts = [int(share) for share in shares]  # floor for non-negative shares
         left = whole - sum(parts)
-        by_remainder = sorted(
-            range(len(parts)), key=lambda i: (-(shares[i] - parts[i]), i)
-        )
+        by_remainder = sorted(range(len(parts)), key=lambda i: (-(shares[i] - parts[i]), i))
         for i in by_remainder[:left]:
             parts[i] += 1
         return [Money(sign * p, self.currency) for p in parts]
