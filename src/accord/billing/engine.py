@@ -377,12 +377,18 @@ class _Run:
             for entry in time
             if not entry.billed
         ]
-        self._recharge(contract, [entry for entry in time if not entry.billed])
         items.extend(expenses)
         items.sort(key=lambda item: (item.day, item.sid))
-        if line.cap is None:
-            return items
-        return self._apply_cap(contract, line, items)
+        if line.cap is not None:
+            items = self._apply_cap(contract, line, items)
+        # Recharge the cost of work this run bills or writes off; held work waits.
+        held = {item.source for item in self.ledger.held if item.contract_line == line.id}
+        billed_time = {item.sid for item in items if item.kind is LineKind.TIME}
+        self._recharge(
+            contract,
+            [e for e in time if not e.billed and (e.id in billed_time or e.id not in held)],
+        )
+        return items
 
     def _apply_cap(
         self, contract: Contract, line: TimeAndMaterialsLine, items: list[_Item]

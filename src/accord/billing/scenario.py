@@ -410,42 +410,60 @@ def _record_path(raw: Any, loc: tuple[int | str, ...]) -> tuple[str, str | None]
     return ".".join(parts) or "scenario", None
 
 
-def _from_validation(raw: Any, exc: ValidationError) -> ScenarioError:
-    error = exc.errors(include_url=False)[0]
-    loc = tuple(
-        k for k in error["loc"] if not (isinstance(k, str) and "[" in k and k.endswith("]"))
-    )
-    # discriminated unions put the tag in the location: drop it
-    loc = tuple(
-        k
-        for k in loc
-        if k
-        not in {
-            "time_and_materials",
-            "fixed_milestone",
-            "fixed_progress",
-            "managed_service",
-            "recurring",
-            "usage",
-            "prepaid_block",
-        }
-    )
-    record, field = _record_path(raw, loc)
-    message = error["msg"]
-    if error["type"] == "extra_forbidden":
-        message = "unknown key (not part of the scenario format)"
-    elif error["type"] == "union_tag_invalid":
-        message = (
-            f"unknown model {error['input'].get('model')!r}; expected one of time_and_materials, "
-            "fixed_milestone, fixed_progress, managed_service, recurring, usage, prepaid_block"
+_TAGS = frozenset(
+    {
+        "time_and_materials",
+        "fixed_milestone",
+        "fixed_progress",
+        "managed_service",
+        "recurring",
+        "usage",
+        "prepaid_block",
+    }
+)
+
+
+def _clean_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """Drop the tag that a discriminated union puts into the location."""
+    return tuple(k for k in loc if k not in _TAGS)
+
+
+def _message(error: Any) -> tuple[str, bool]:
+    """The message of one pydantic error, and whether it concerns ``model`` itself."""
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key (not part of the scenario format)", False
+    if kind == "union_tag_invalid":
+        return (
+            f"unknown model {error['input'].get('model')!r}; expected one of "
+            + ", ".join(sorted(_TAGS)),
+            True,
         )
-    elif error["type"] == "union_tag_not_found":
-        message = "missing 'model'"
-    elif message.startswith("Value error, "):
-        message = message.removeprefix("Value error, ")
-    more = len(exc.errors()) - 1
-    if more:
-        message += f" (and {more} more error{'s' if more > 1 else ''})"
+    if kind == "union_tag_not_found":
+        return "missing 'model'", True
+    return str(error["msg"]).removeprefix("Value error, "), False
+
+
+def _describe(raw: Any, error: Any) -> tuple[str, str | None, str]:
+    record, field = _record_path(raw, _clean_loc(error["loc"]))
+    message, about_model = _message(error)
+    if about_model:
+        field = "model"
+    return record, field, message
+
+
+def _from_validation(raw: Any, exc: ValidationError) -> ScenarioError:
+    """Name the first error's record and field; mention up to five more."""
+    errors = exc.errors(include_url=False)
+    record, field, message = _describe(raw, errors[0])
+    others = []
+    for error in errors[1:6]:
+        rec, fld, msg = _describe(raw, error)
+        others.append(f"{rec}.{fld}: {msg}" if fld else f"{rec}: {msg}")
+    if others:
+        message += "; also " + "; ".join(others)
+    if len(errors) > 6:
+        message += f"; and {len(errors) - 6} more"
     return ScenarioError(message, record=record, field=field)
 
 
@@ -814,7 +832,17 @@ def parse_scenario(raw: Any) -> m.BillingWorld:
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of keeping the last one."""
+    """SafeLoader that refuses duplicate keys and leaves dates as text.
+
+    Dates stay strings so that a bad one (2026-02-30) is reported by the
+    validator with its record and field, not by the YAML parser.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def _mapping(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
