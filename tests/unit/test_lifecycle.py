@@ -81,7 +81,7 @@ def test_table_that_forgets_a_state_is_refused_at_definition() -> None:
 
 def test_table_mixing_enums_is_refused() -> None:
     with pytest.raises(ValueError, match="different enums"):
-        Lifecycle(
+        Lifecycle(  # type: ignore[misc]
             "Door",
             {
                 Door.OPEN: {Colour.RED},

@@ -208,6 +208,13 @@ def _check_country(code: str, record: str, field_name: str) -> None:
     )
 
 
+def _check_set_when(
+    value: object | None, current: StrEnum, state: StrEnum, record: str, field_name: str
+) -> None:
+    """A link (invoice line, merged_into) is present exactly in the state it records."""
+    _check((value is not None) == (current is state), record, field_name, f"is set iff {state}")
+
+
 def _label(kind: str, ident: str) -> str:
     return f"{kind}[{ident}]"
 
@@ -396,12 +403,7 @@ class Account:
         if self.credit_limit is not None:
             _check_money(self.credit_limit, self.default_currency, record, "credit_limit")
         _check(self.parent_id != self.id, record, "parent_id", "cannot be its own parent")
-        _check(
-            (self.status is AccountStatus.MERGED) == (self.merged_into is not None),
-            record,
-            "merged_into",
-            "is set exactly when the account is merged",
-        )
+        _check_set_when(self.merged_into, self.status, AccountStatus.MERGED, record, "merged_into")
         _check(self.merged_into != self.id, record, "merged_into", "cannot be the account itself")
 
     def is_known_distinct_from(self, other: Account) -> bool:
@@ -529,12 +531,7 @@ class Contact:
         _check_text(self.name, record, "name")
         local, at, domain = self.email.partition("@")
         _check(bool(local and at and domain), record, "email", f"{self.email!r} is not an email")
-        _check(
-            (self.status is ContactStatus.MERGED) == (self.merged_into is not None),
-            record,
-            "merged_into",
-            "is set exactly when the contact is merged",
-        )
+        _check_set_when(self.merged_into, self.status, ContactStatus.MERGED, record, "merged_into")
 
     def deactivate(self) -> None:
         self.status = CONTACT_LIFECYCLE.advance(self.status, ContactStatus.INACTIVE)
@@ -1153,11 +1150,12 @@ class SourceRecord:
     The record keeps the id of the invoice line that billed it; "unbilled"
     means that link is empty. While the link is set the record is locked: it
     cannot be edited or billed again. A rebill credit clears the link so the
-    work is billable again; a write-off credit closes it for good.
+    work is billable again; a write-off credit closes it for good. A base
+    class only: each subclass names its own lifecycles for its errors.
     """
 
-    approval_lifecycle: ClassVar[Lifecycle[ApprovalStatus]] = TIME_ENTRY_APPROVAL_LIFECYCLE
-    billing_lifecycle: ClassVar[Lifecycle[BillingStatus]] = TIME_ENTRY_BILLING_LIFECYCLE
+    approval_lifecycle: ClassVar[Lifecycle[ApprovalStatus]]
+    billing_lifecycle: ClassVar[Lifecycle[BillingStatus]]
 
     id: str = field(default_factory=new_id)
     person_id: str
@@ -1170,11 +1168,8 @@ class SourceRecord:
 
     def __post_init__(self) -> None:
         record = self._record
-        _check(
-            (self.billing is BillingStatus.BILLED) == (self.invoice_line_id is not None),
-            record,
-            "invoice_line_id",
-            "is set exactly when the record is billed",
+        _check_set_when(
+            self.invoice_line_id, self.billing, BillingStatus.BILLED, record, "invoice_line_id"
         )
         if self.billing is not BillingStatus.UNBILLED:
             _check(
@@ -1427,11 +1422,8 @@ class Milestone:
             _check_money(self.amount, self.amount.currency, record, "amount")
         if self.percent is not None:
             _check_decimal(self.percent, record, "percent", maximum=_HUNDRED)
-        _check(
-            (self.status is MilestoneStatus.BILLED) == (self.invoice_line_id is not None),
-            record,
-            "invoice_line_id",
-            "is set exactly when the milestone is billed",
+        _check_set_when(
+            self.invoice_line_id, self.status, MilestoneStatus.BILLED, record, "invoice_line_id"
         )
 
     @property
@@ -1507,11 +1499,8 @@ class BillingScheduleLine:
     def __post_init__(self) -> None:
         record = _label("BillingScheduleLine", self.id)
         _check_money(self.amount, self.amount.currency, record, "amount")
-        _check(
-            (self.status is ScheduleLineStatus.BILLED) == (self.invoice_line_id is not None),
-            record,
-            "invoice_line_id",
-            "is set exactly when the line is billed",
+        _check_set_when(
+            self.invoice_line_id, self.status, ScheduleLineStatus.BILLED, record, "invoice_line_id"
         )
 
     def fall_due(self) -> None:
@@ -1630,11 +1619,12 @@ class BillableItem:
         _check_money(self.unit_price, self.amount.currency, record, "unit_price")
         _check_period(self.service_start, self.service_end, record, "service_start", "service_end")
         _check_text(self.idempotency_key, record, "idempotency_key")
-        _check(
-            (self.status is BillableItemStatus.INVOICED) == (self.invoice_line_id is not None),
+        _check_set_when(
+            self.invoice_line_id,
+            self.status,
+            BillableItemStatus.INVOICED,
             record,
             "invoice_line_id",
-            "is set exactly when the item is invoiced",
         )
 
     @property
@@ -2076,7 +2066,8 @@ class CreditMemo:
                     f"credit memo line {line.id} credits {line.invoice_line_id!r}, "
                     f"which is not a line of invoice {invoice.id}"
                 )
-        CREDIT_MEMO_LIFECYCLE.advance(self.status, CreditMemoStatus.ISSUED)  # check first
+        # checked before the invoice is touched, so a refused issue changes nothing
+        CREDIT_MEMO_LIFECYCLE.advance(self.status, CreditMemoStatus.ISSUED)
         invoice.register_credit_memo(self.id, self.total)
         self.status = CreditMemoStatus.ISSUED
         self.number, self.issue_date = number, on
