@@ -51,7 +51,7 @@ def _peak_rss_bytes() -> int:
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--time-entries", type=int, default=1_000_000, metavar="N")
     parser.add_argument("--expenses", type=int, default=50_000, metavar="N")
     parser.add_argument("--contracts", type=int, default=10_000, metavar="N")

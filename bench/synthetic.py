@@ -372,6 +372,7 @@ class _Builder:
         fixed = [p for p in self.projects if p.weight == 0.0]
         if fixed:
             each = billed_weight * _FIXED_TIME_SHARE / (1 - _FIXED_TIME_SHARE) / len(fixed)
+            each = each or 1.0  # a tiny world with fixed-fee projects only
             for project in fixed:
                 project.weight = each
 
@@ -662,6 +663,8 @@ class _Builder:
             specs.append((project.id, project.team, code, early, this_month))
         cum = list(accumulate(p.weight for p in self.projects))
         n = self.sizes.time_entries
+        if not n or not specs:
+            return ()
         width = max(7, len(str(n)))
         chosen = rng.choices(range(len(specs)), cum_weights=cum, k=n)
         entries = []
@@ -718,6 +721,8 @@ class _Builder:
         specs = [(p.id, p.team, p.line.currency) for p in self.projects]
         cum = list(accumulate(p.weight for p in self.projects))
         n = self.sizes.expenses
+        if not n or not specs:
+            return ()
         width = max(6, len(str(n)))
         chosen = rng.choices(range(len(specs)), cum_weights=cum, k=n)
         expenses = []

@@ -4,8 +4,12 @@ Every world here is generated as a raw scenario document (DOMAIN.md part 4, the
 dict ``yaml.safe_load`` would give) and goes through ``parse_scenario`` before
 ``run_billing``, so the loader is exercised together with the engine. Worlds mix
 currencies with 0, 2 and 3 minor digits (JPY, EUR/USD/GBP, BHD), FX rates quoted
-in either direction, every contract-line model, expenses with markups in foreign
-currencies, and tax tables with reverse charge and both tax-rounding policies.
+in either direction (some older, some after as_of), rate cards with re-rated
+entries, every contract-line model, expenses with markups in foreign currencies, and
+tax tables with reverse charge and both tax-rounding policies.
+
+A property that fails on the engine is kept failing on purpose (not xfail): see
+``test_amounts_billed_per_source_earlier_do_not_reduce_later_charges_of_the_same_line``.
 """
 
 from __future__ import annotations
@@ -17,24 +21,26 @@ from datetime import date, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from accord.billing.engine import run_billing
+from accord.billing.engine import BillingInputError, run_billing
 from accord.billing.model import BillingRun, LineKind
 from accord.billing.scenario import parse_scenario, run_to_json
 from accord.domain.money import Money, currency_digits
+from accord.errors import InvalidInput, ScenarioError
 
 Raw = dict[str, Any]
 
-# Whole-file budget: a few hundred examples in all, well under a minute on a slow machine.
+# Whole-file budget: about 1,500 generated scenarios, some 15 s here; well under a minute on
+# a slow two-core machine. No example database: nothing is written next to the project.
 PROPERTY = settings(
-    max_examples=1500,
+    max_examples=200,
     deadline=None,
     database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    suppress_health_check=[HealthCheck.too_slow],  # generation is ~10 ms a scenario
 )
-FEW = settings(PROPERTY, max_examples=40)
 
 CURRENCIES = ("EUR", "USD", "GBP", "JPY", "BHD")
 # Rough units per euro, so that generated prices have realistic magnitudes in each currency.
@@ -229,7 +235,7 @@ def _line(
         if draw(st.booleans()):
             line["overage_rate"] = price_text(draw, currency, 0, 250)
         if draw(st.booleans()):
-            offset = draw(st.integers(-20, 0 if monotone else 35))
+            offset = draw(st.integers(-20, 35))
             line["start"] = day(start + timedelta(days=offset))
         rounding = _rounding(draw)
         if rounding is not None:
@@ -238,8 +244,16 @@ def _line(
 
 
 def _rate_card(
-    draw: st.DrawFn, card_id: str, currency: str, projects: list[str], account_ids: list[str]
+    draw: st.DrawFn,
+    card_id: str,
+    currency: str,
+    projects: list[str],
+    account_ids: list[str],
+    start: date,
 ) -> Raw:
+    """A default rate plus entries of every key shape; an entry may be re-rated during
+    the period (a second entry of the same key from a day on, the first one maybe
+    ending the day before)."""
     entries: list[Raw] = [{"default": True, "rate": price_text(draw, currency, 20, 300)}]
     seen: set[tuple[str | None, ...]] = set()
     for _ in range(draw(st.integers(0, 6))):
@@ -263,6 +277,13 @@ def _rate_card(
         seen.add(key)
         entry["rate"] = price_text(draw, currency, 20, 300)
         entries.append(entry)
+        if draw(st.integers(0, 2)) == 0:
+            from_day = start + timedelta(days=draw(st.integers(1, 27)))
+            rerated = {**entry, "rate": price_text(draw, currency, 20, 300)}
+            rerated["valid_from"] = day(from_day)
+            if draw(st.booleans()):
+                entry["valid_to"] = day(from_day - timedelta(days=1))
+            entries.append(rerated)
     return {"id": card_id, "currency": currency, "entries": entries}
 
 
@@ -312,7 +333,6 @@ def scenarios(
     as_of_at_end: bool = False,
     monotone: bool = False,
     expenses_on: tuple[str, ...] | None = None,
-    min_contracts: int = 1,
 ) -> Raw:
     """A valid scenario document.
 
@@ -327,14 +347,16 @@ def scenarios(
     start = date(year, month, 1)
     end = date(year + month // 12, month % 12 + 1, 1) - timedelta(days=1)
     as_of = (
-        end if as_of_at_end else start + timedelta(days=draw(st.integers(0, (end - start).days)))
+        end
+        if as_of_at_end
+        else start + timedelta(days=draw(st.integers(0, (end - start).days + 5)))
     )
     cards = [
         (f"card{k}", draw(st.sampled_from(CURRENCIES))) for k in range(draw(st.integers(1, 2)))
     ]
     contracts: list[Raw] = []
     models_by_line: dict[str, str] = {}
-    for c in range(draw(st.integers(min_contracts, 3))):
+    for c in range(draw(st.integers(1, 3))):
         currency = draw(st.sampled_from(CURRENCIES))
         lines = []
         for k, model in enumerate(draw(st.lists(st.sampled_from(models), min_size=1, max_size=4))):
@@ -373,7 +395,9 @@ def scenarios(
         "entities": copy.deepcopy(ENTITIES),
         "accounts": copy.deepcopy(ACCOUNTS),
         "people": copy.deepcopy(PEOPLE),
-        "rate_cards": [_rate_card(draw, cid, cur, project_ids, account_ids) for cid, cur in cards],
+        "rate_cards": [
+            _rate_card(draw, cid, cur, project_ids, account_ids, start) for cid, cur in cards
+        ],
         "fx_rates": _fx_rates(draw, start, as_of, late_rates=not as_of_at_end),
         "tax_rules": _tax_rules(draw),
         "contracts": contracts,
@@ -504,7 +528,10 @@ def fold(raw: Raw, result: BillingRun) -> Raw:
     * for each contract line that has invoice lines, one ``prior_billed`` entry is
       appended (existing entries are kept; the engine adds up entries of one line)
       with ``amount`` = the sum of that line's invoice-line amounts, as a string in
-      the contract currency; for a fixed_progress line the entry also carries
+      the contract currency — on a line with period or block charges, without its
+      expense lines, which are settled per receipt (docs/scenario-format.md,
+      ``prior_billed``); on a time-and-materials line everything billed counts, as
+      it all counts against the cap; for a fixed_progress line the entry also carries
       ``percent`` = the percentage points billed now, i.e. the progress line's
       quantity × 100 (latest percent complete used − percent billed before);
     * nothing else changes: held and written-off items, skipped sources, usage
@@ -521,8 +548,16 @@ def fold(raw: Raw, result: BillingRun) -> Raw:
     amounts: dict[str, int] = defaultdict(int)
     percents: dict[str, Decimal] = defaultdict(Decimal)
     currency: dict[str, str] = {}
+    time_and_materials = {
+        ln["id"]
+        for c in raw["contracts"]
+        for ln in c["lines"]
+        if ln["model"] == "time_and_materials"
+    }
     for inv in result.invoices:
         for line in inv.lines:
+            if line.kind is LineKind.EXPENSE and line.contract_line not in time_and_materials:
+                continue
             amounts[line.contract_line] += line.amount.minor
             currency[line.contract_line] = inv.currency
             if line.kind is LineKind.PROGRESS:
@@ -583,11 +618,15 @@ def billed_hours(hours: Decimal, rounding: Raw | None) -> Decimal:
     return (hours / step).to_integral_value(rounding=mode) * step
 
 
-def card_rate(card: Raw, person: str, project: str, account: str) -> Decimal:
+def card_rate(card: Raw, person: str, project: str, account: str, on: date) -> Decimal:
     """DOMAIN.md rule 1: person+project > person > role+project > project > role > account >
-    default; the generator never repeats a key, so the first match of that order wins."""
+    default; of the entries of one key valid on the day, the latest valid_from wins."""
+
+    def valid(entry: Raw) -> bool:
+        return bool(entry.get("valid_from", "") <= day(on) <= entry.get("valid_to", "9999"))
+
     role = next(p.get("role") for p in PEOPLE if p["id"] == person)
-    wanted = [
+    wanted: list[dict[str, object]] = [
         {"person": person, "project": project},
         {"person": person},
         {"role": role, "project": project},
@@ -599,9 +638,14 @@ def card_rate(card: Raw, person: str, project: str, account: str) -> Decimal:
     for keys in wanted:
         if None in keys.values():
             continue
-        for entry in card["entries"]:
-            if {k: v for k, v in entry.items() if k != "rate"} == keys:
-                return Decimal(entry["rate"])
+        dated = ("rate", "valid_from", "valid_to")
+        candidates = [
+            entry
+            for entry in card["entries"]
+            if {k: v for k, v in entry.items() if k not in dated} == keys and valid(entry)
+        ]
+        if candidates:
+            return Decimal(max(candidates, key=lambda e: e.get("valid_from", ""))["rate"])
     raise AssertionError("every generated card has a default entry")
 
 
@@ -632,7 +676,13 @@ def time_and_materials_values(raw: Raw) -> dict[str, dict[str, Decimal]]:
             continue
         line, contract = lines[line_id], contracts[line_id]
         card = cards[line["rate_card"]]
-        rate = card_rate(card, entry["person"], entry["project"], contract["account"])
+        rate = card_rate(
+            card,
+            entry["person"],
+            entry["project"],
+            contract["account"],
+            date.fromisoformat(entry["date"]),
+        )
         hours = billed_hours(Decimal(entry["hours"]), line.get("rounding"))
         source = round_to(hours * rate, card["currency"])
         values[line_id][entry["id"]] = convert(
@@ -805,7 +855,8 @@ def test_second_run_after_folding_bills_nothing_more(raw: Raw) -> None:
 
 
 def split_and_single(raw: Raw, mid: date) -> tuple[BillingRun, BillingRun, BillingRun]:
-    """One run at the end of the period; and a run at ``mid``, folded, then one at the end."""
+    """One run at as_of (the period end); and a run at ``mid`` that sees only the
+    sources dated up to then, folded (see :func:`fold`), then a run at the end."""
     once = run(raw)
     early = {**copy.deepcopy(raw), "as_of": day(mid)}
     first = run(early)
@@ -815,35 +866,150 @@ def split_and_single(raw: Raw, mid: date) -> tuple[BillingRun, BillingRun, Billi
     return once, first, second
 
 
-def mid_period(raw: Raw) -> st.SearchStrategy[date]:
+def mid_of(raw: Raw, offset: int) -> date:
+    """A day of the period before its last (every month has more than 27 days)."""
     start, end = period_of(raw)
-    return st.dates(min_value=start, max_value=end - timedelta(days=1))
+    mid = start + timedelta(days=offset)
+    assert mid < end
+    return mid
+
+
+def nonzero(totals: dict[str, int]) -> dict[str, int]:
+    return {key: value for key, value in totals.items() if value}
+
+
+def assert_split_bills_like_one_run(raw: Raw, offset: int) -> None:
+    once, first, second = split_and_single(raw, mid_of(raw, offset))
+    split_contracts: dict[str, int] = defaultdict(int)
+    split_lines: dict[str, int] = defaultdict(int)
+    for partial in (first, second):
+        for contract, net in net_by_contract(partial).items():
+            split_contracts[contract] += net
+        for line_id, net in net_by_line(partial).items():
+            split_lines[line_id] += net
+    assert nonzero(split_lines) == nonzero(net_by_line(once)), "per contract line"
+    assert nonzero(split_contracts) == nonzero(net_by_contract(once)), "per contract"
+
+
+MID = st.integers(0, 26)
 
 
 @PROPERTY
 @given(
-    st.data(),
-    scenarios(models=("time_and_materials",), as_of_at_end=True, monotone=True, min_contracts=1),
+    scenarios(models=("time_and_materials",), as_of_at_end=True, monotone=True),
+    MID,
 )
 def test_time_and_expenses_billed_in_two_runs_total_the_same_as_in_one_run(
-    data: st.DataObject, raw: Raw
+    raw: Raw, mid: int
 ) -> None:
-    mid = data.draw(mid_period(raw), label="mid")
-    once, first, second = split_and_single(raw, mid)
-    split = defaultdict(int)
-    for partial in (first, second):
-        for contract, net in net_by_contract(partial).items():
-            split[contract] += net
-    assert {k: v for k, v in split.items() if v} == {
-        k: v for k, v in net_by_contract(once).items() if v
+    """Time and expenses on time-and-materials lines, capped (write_off or hold) or not,
+    with hour rounding, foreign rate cards, foreign receipts and markups."""
+    assert_split_bills_like_one_run(raw, mid)
+
+
+@PROPERTY
+@given(
+    scenarios(as_of_at_end=True, monotone=True, expenses_on=("time_and_materials",)),
+    MID,
+)
+def test_period_fees_usage_blocks_and_fixed_fees_billed_in_two_runs_total_the_same_as_one_run(
+    raw: Raw, mid: int
+) -> None:
+    """Every model, prepaid blocks starting before or during the period, expenses kept on
+    time-and-materials lines (usage pricing graduated or package, progress rising: volume
+    pricing and falling progress can make an early run bill more than a late one)."""
+    assert_split_bills_like_one_run(raw, mid)
+
+
+def tiny(line: Raw, **sources: list[Raw]) -> Raw:
+    """A one-line EUR contract in March 2026, as_of the 31st, and the given sources."""
+    raw: Raw = {
+        "accord_scenario": 1,
+        "as_of": "2026-03-31",
+        "period": {"start": "2026-03-01", "end": "2026-03-31"},
+        "entities": [{"id": "gb", "country": "GB", "currency": "GBP"}],
+        "accounts": [{"id": "brit", "country": "GB"}],
+        "people": [{"id": "alice"}],
+        "rate_cards": [],
+        "fx_rates": [],
+        "tax_rules": [],
+        "contracts": [
+            {"id": "c1", "account": "brit", "entity": "gb", "currency": "EUR", "lines": [line]}
+        ],
+        "projects": [{"id": "p1", "contract_line": line["id"]}],
+        "time_entries": [],
+        "expenses": [],
+        "milestones": [],
+        "progress": [],
+        "usage": [],
+        "prior_billed": [],
     }
-    split_lines = defaultdict(int)
-    for partial in (first, second):
-        for line_id, net in net_by_line(partial).items():
-            split_lines[line_id] += net
-    assert {k: v for k, v in split_lines.items() if v} == {
-        k: v for k, v in net_by_line(once).items() if v
+    raw.update(sources)
+    return raw
+
+
+def _time(tid: str, on: str, hours: str) -> Raw:
+    return {"id": tid, "person": "alice", "project": "p1", "date": on, "hours": hours}
+
+
+def _expense(eid: str, on: str, amount: str) -> Raw:
+    return {
+        "id": eid,
+        "person": "alice",
+        "project": "p1",
+        "date": on,
+        "amount": amount,
+        "currency": "EUR",
     }
+
+
+# Minimal cases, mid = 2026-03-10. In the first three the earlier run bills an expense on
+# a usage, managed-service or prepaid-block line; folded into prior_billed, that amount is
+# then taken off the line's later usage charge or overage, which is lost. The fourth (block
+# overage billed before the block starts) guards the block fee against the same mistake.
+USAGE_AND_EXPENSE = tiny(
+    {"id": "use", "model": "usage", "pricing": "graduated", "tiers": [{"unit_price": "1.00"}]},
+    expenses=[_expense("e1", "2026-03-05", "10.00")],
+    usage=[{"id": "u1", "contract_line": "use", "date": "2026-03-20", "quantity": "5"}],
+)
+MANAGED_AND_EXPENSE = tiny(
+    {
+        "id": "ms",
+        "model": "managed_service",
+        "fee": "100.00",
+        "included_hours": "0",
+        "overage_rate": "10.00",
+    },
+    time_entries=[_time("t1", "2026-03-20", "2")],
+    expenses=[_expense("e1", "2026-03-05", "10.00")],
+)
+BLOCK_AND_EXPENSE = tiny(
+    {"id": "blk", "model": "prepaid_block", "hours": "1", "rate": "100.00"},
+    time_entries=[_time("t1", "2026-03-20", "2")],
+    expenses=[_expense("e1", "2026-03-05", "10.00")],
+)
+BLOCK_STARTING_LATE = tiny(
+    {"id": "blk", "model": "prepaid_block", "hours": "1", "rate": "100", "start": "2026-03-20"},
+    time_entries=[_time("t1", "2026-03-02", "2")],
+)
+
+
+@PROPERTY
+@example(raw=USAGE_AND_EXPENSE, mid=9)
+@example(raw=MANAGED_AND_EXPENSE, mid=9)
+@example(raw=BLOCK_AND_EXPENSE, mid=9)
+@example(raw=BLOCK_STARTING_LATE, mid=9)
+@given(scenarios(as_of_at_end=True, monotone=True), MID)
+def test_amounts_billed_per_source_earlier_do_not_reduce_later_charges_of_the_same_line(
+    raw: Raw, mid: int
+) -> None:
+    """As above, but with expenses on the projects of every kind of line.
+
+    An expense is settled per receipt (``billed: true``); the amount folded into
+    ``prior_billed`` of a period or block line leaves it out, so a receipt billed
+    early never reduces a usage charge, a managed-service fee or a block billed later.
+    """
+    assert_split_bills_like_one_run(raw, mid)
 
 
 # -- 5. money in the JSON output ------------------------------------------------------------
@@ -904,3 +1070,210 @@ def test_every_money_string_in_the_json_output_has_exactly_the_currency_minor_di
         for line in inv["lines"]:  # a unit price has at least the currency's digits
             places = len(line["unit_price"].partition(".")[2])
             assert places >= digits, line["unit_price"]
+
+
+# -- 6. malformed scenarios ------------------------------------------------------------------
+
+
+def _insert(draw: st.DrawFn, raw: Raw, key: str, record: Raw) -> None:
+    """Put ``record`` anywhere in ``raw[key]``: the error must still name it by id."""
+    records = raw.setdefault(key, [])
+    records.insert(draw(st.integers(0, len(records))), record)
+
+
+def _new_time(raw: Raw, tid: str, **changes: Any) -> Raw:
+    entry = {
+        "id": tid,
+        "person": "alice",
+        "project": raw["projects"][0]["id"],
+        "date": raw["as_of"],
+        "hours": "1.5",
+        "billable": True,
+        "status": "approved",
+    }
+    entry.update(changes)
+    return entry
+
+
+def _new_expense(raw: Raw, eid: str, **changes: Any) -> Raw:
+    expense = {
+        "id": eid,
+        "person": "bob",
+        "project": raw["projects"][-1]["id"],
+        "date": raw["as_of"],
+        "amount": "12.00",
+        "currency": "EUR",
+    }
+    expense.update(changes)
+    return expense
+
+
+BAD_DATES = ("2026-02-30", "2026-13-01", "31/03/2026", "2026-3-1x", "", "tomorrow", 20260301)
+
+
+def _negative_hours(draw: st.DrawFn, raw: Raw) -> str:
+    hours = draw(st.sampled_from(["-0.25", "-1", "-7.5", "-0.001"]))
+    if raw["time_entries"] and draw(st.booleans()):
+        entry = draw(st.sampled_from(raw["time_entries"]))
+        entry["hours"] = hours
+        return str(entry["id"])
+    _insert(draw, raw, "time_entries", _new_time(raw, "t-neg", hours=hours))
+    return "t-neg"
+
+
+def _negative_expense(draw: st.DrawFn, raw: Raw) -> str:
+    _insert(draw, raw, "expenses", _new_expense(raw, "e-neg", amount="-12.00"))
+    return "e-neg"
+
+
+def _unknown_person(draw: st.DrawFn, raw: Raw) -> str:
+    if draw(st.booleans()):
+        _insert(draw, raw, "time_entries", _new_time(raw, "t-who", person="mallory"))
+        return "t-who"
+    _insert(draw, raw, "expenses", _new_expense(raw, "e-who", person="mallory"))
+    return "e-who"
+
+
+def _unknown_project(draw: st.DrawFn, raw: Raw) -> str:
+    if draw(st.booleans()):
+        _insert(draw, raw, "time_entries", _new_time(raw, "t-where", project="p-nowhere"))
+        return "t-where"
+    _insert(draw, raw, "expenses", _new_expense(raw, "e-where", project="p-nowhere"))
+    return "e-where"
+
+
+def _unknown_rate_card(draw: st.DrawFn, raw: Raw) -> str:
+    contract = draw(st.sampled_from(raw["contracts"]))
+    line = {"id": "tm-bad", "model": "time_and_materials", "rate_card": "no-such-card"}
+    _insert(draw, contract, "lines", line)
+    return "tm-bad"
+
+
+def _unknown_contract_line(draw: st.DrawFn, raw: Raw) -> str:
+    choice = draw(st.sampled_from(["project", "usage"]))
+    if choice == "project":
+        _insert(draw, raw, "projects", {"id": "p-orphan", "contract_line": "no-such-line"})
+        return "p-orphan"
+    record = {
+        "id": "u-orphan",
+        "contract_line": "no-such-line",
+        "date": raw["as_of"],
+        "quantity": "1",
+    }
+    _insert(draw, raw, "usage", record)
+    return "u-orphan"
+
+
+def _bad_date(draw: st.DrawFn, raw: Raw) -> str:
+    bad = draw(st.sampled_from(BAD_DATES))
+    if draw(st.booleans()):
+        _insert(draw, raw, "time_entries", _new_time(raw, "t-when", date=bad))
+        return "t-when"
+    _insert(draw, raw, "expenses", _new_expense(raw, "e-when", date=bad))
+    return "e-when"
+
+
+def _unknown_model(draw: st.DrawFn, raw: Raw) -> str:
+    contract = draw(st.sampled_from(raw["contracts"]))
+    model = draw(st.sampled_from(["hourly", "retainer", "Time_And_Materials", ""]))
+    _insert(draw, contract, "lines", {"id": "odd-line", "model": model, "amount": "1.00"})
+    return "odd-line"
+
+
+def _unknown_account(draw: st.DrawFn, raw: Raw) -> str:
+    contract = copy.deepcopy(raw["contracts"][0])
+    contract["id"] = "c-nobody"
+    contract["account"] = "nobody"
+    for line in contract["lines"]:
+        line["id"] += "-copy"
+        for ms in line.get("milestones", ()):
+            ms["id"] += "-copy"
+    _insert(draw, raw, "contracts", contract)
+    return "c-nobody"
+
+
+def _missing_fx_for_receipt(draw: st.DrawFn, raw: Raw) -> str:
+    # nothing quotes CHF: converting this receipt to any contract currency must fail
+    expense = _new_expense(raw, "e-chf", currency="CHF", amount="40.00")
+    _insert(draw, raw, "expenses", expense)
+    return "e-chf"
+
+
+def _missing_fx_for_rate_card(draw: st.DrawFn, raw: Raw) -> str:
+    raw["rate_cards"].append(
+        {"id": "card-chf", "currency": "CHF", "entries": [{"default": True, "rate": "150.00"}]}
+    )
+    contract = draw(st.sampled_from(raw["contracts"]))
+    contract["lines"].append(
+        {"id": "tm-chf", "model": "time_and_materials", "rate_card": "card-chf"}
+    )
+    raw["projects"].append({"id": "p-chf", "contract_line": "tm-chf"})
+    _insert(draw, raw, "time_entries", _new_time(raw, "t-chf", project="p-chf"))
+    return "t-chf"
+
+
+def _hours_not_a_number(draw: st.DrawFn, raw: Raw) -> str:
+    hours = draw(st.sampled_from(["7,5", "seven", "NaN", "inf", "", True]))
+    _insert(draw, raw, "time_entries", _new_time(raw, "t-nan", hours=hours))
+    return "t-nan"
+
+
+def _misspelt_key(draw: st.DrawFn, raw: Raw) -> str:
+    entry = _new_time(raw, "t-typo")
+    entry[draw(st.sampled_from(["hour", "billabel", "staus"]))] = entry.pop("hours")
+    _insert(draw, raw, "time_entries", entry)
+    return "t-typo"
+
+
+def _unknown_milestone(draw: st.DrawFn, raw: Raw) -> str:
+    _insert(draw, raw, "milestones", {"id": "m-ghost", "status": "accepted"})
+    return "m-ghost"
+
+
+def _bad_milestone_definition(draw: st.DrawFn, raw: Raw) -> str:
+    contract = draw(st.sampled_from(raw["contracts"]))
+    bad = draw(st.sampled_from([{"percent": "150"}, {"percent": "-5"}, {"amount": "-1.00"}, {}]))
+    line: Raw = {"id": "fm-bad", "model": "fixed_milestone", "amount": "100.00"}
+    line["milestones"] = [{"id": "ms-ok", "percent": "10"}, {"id": "ms-bad", **bad}]
+    _insert(draw, contract, "lines", line)
+    return "ms-bad"
+
+
+MALFORMATIONS = {
+    "hours not a number": _hours_not_a_number,
+    "misspelt key": _misspelt_key,
+    "unknown milestone": _unknown_milestone,
+    "bad milestone definition": _bad_milestone_definition,
+    "negative hours": _negative_hours,
+    "negative expense amount": _negative_expense,
+    "unknown person": _unknown_person,
+    "unknown project": _unknown_project,
+    "unknown rate card": _unknown_rate_card,
+    "unknown contract line": _unknown_contract_line,
+    "bad date": _bad_date,
+    "unknown model": _unknown_model,
+    "unknown account": _unknown_account,
+    "missing FX rate for a receipt": _missing_fx_for_receipt,
+    "missing FX rate for a rate card": _missing_fx_for_rate_card,
+}
+
+
+@st.composite
+def malformed(draw: st.DrawFn) -> tuple[str, Raw, str]:
+    """(what is wrong, the scenario, the id of the offending record)."""
+    raw = draw(scenarios())
+    what = draw(st.sampled_from(sorted(MALFORMATIONS)))
+    record_id = MALFORMATIONS[what](draw, raw)
+    return what, raw, record_id
+
+
+@PROPERTY
+@given(malformed())
+def test_malformed_scenario_raises_invalid_input_naming_the_record_and_never_yields_a_run(
+    case: tuple[str, Raw, str],
+) -> None:
+    what, raw, record_id = case
+    with pytest.raises(InvalidInput) as caught:
+        run(raw)
+    assert isinstance(caught.value, ScenarioError | BillingInputError)
+    assert f"[{record_id}]" in str(caught.value), (what, str(caught.value))

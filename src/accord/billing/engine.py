@@ -15,6 +15,7 @@ Every invoice line carries a trace that explains its amount in words.
 
 from __future__ import annotations
 
+import gc
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -42,6 +43,8 @@ from accord.billing.model import (
     OverageAction,
     OverageItem,
     PrepaidBlockLine,
+    ProgressReport,
+    RateCard,
     RecurringLine,
     Rounding,
     Skipped,
@@ -50,9 +53,10 @@ from accord.billing.model import (
     TimeAndMaterialsLine,
     TimeEntry,
     UsageLine,
+    UsageRecord,
 )
 from accord.billing.pricing import active_days, days_inclusive, usage_charge
-from accord.billing.rates import RateResolver, round_hours
+from accord.billing.rates import RateResolver, ResolvedRate, round_hours
 from accord.billing.tax import DEFAULT_REVERSE_CHARGE_LEGEND, NoTaxRule, find_rule, tax_lines
 from accord.domain.money import Money, currency_digits, round_half_up
 from accord.errors import InvalidInput
@@ -139,6 +143,14 @@ class _Run:
         for adjustment in world.adjustments:
             self.adjustments[adjustment.source].append(adjustment)
         self.milestone_events = {event.id: event for event in world.milestones}
+        self.progress_by_line: dict[str, list[ProgressReport]] = defaultdict(list)
+        for report in world.progress:
+            self.progress_by_line[report.contract_line].append(report)
+        self.usage_by_line: dict[str, list[UsageRecord]] = defaultdict(list)
+        for record in world.usage:
+            self.usage_by_line[record.contract_line].append(record)
+        self._rate_texts: dict[tuple[int, str], tuple[str, Decimal]] = {}
+        self._hour_texts: dict[Decimal, str] = {}
         self._classify_sources()
 
     # -- sources ----------------------------------------------------------
@@ -271,6 +283,30 @@ class _Run:
             )
         return hours, delta_amount, (" after " + ", ".join(notes)) if notes else ""
 
+    def _rate_text(
+        self, resolved: ResolvedRate, card: RateCard, currency: str
+    ) -> tuple[str, Decimal]:
+        """Trace fragment and invoice-currency unit price of a rate, cached per entry."""
+        key = (id(resolved), currency)
+        found = self._rate_texts.get(key)
+        if found is None:
+            unit_price = resolved.rate
+            if card.currency != currency:
+                quote = self.fx.quote(card.currency, currency, self.as_of)
+                unit_price = round_half_up(resolved.rate * quote.rate, currency_digits(currency))
+            text = (
+                f" × {price_text(resolved.rate, card.currency)} {card.currency}/h "
+                f"({resolved.label} on rate card {card.id}) = "
+            )
+            found = self._rate_texts[key] = (text, unit_price)
+        return found
+
+    def _hours_text(self, hours: Decimal) -> str:
+        text = self._hour_texts.get(hours)
+        if text is None:
+            text = self._hour_texts[hours] = f"{fmt(hours)} h"
+        return text
+
     def _time_item(
         self,
         contract: Contract,
@@ -283,39 +319,36 @@ class _Run:
         resolved = resolver.resolve(
             entry.person, person.role, entry.project, contract.account, entry.date
         )
-        record = f"time_entries[{entry.id}]"
         if resolved is None:
             raise BillingInputError(
                 f"no rate on rate card {resolver.card.id} for person {entry.person}"
                 f" (role {person.role}) on project {entry.project} on {entry.date}",
-                record=record,
+                record=f"time_entries[{entry.id}]",
                 field="person",
             )
-        hours = round_hours(entry.hours, rounding)
-        trace_hours = f"{fmt(entry.hours)} h"
+        card = resolver.card
+        hours = round_hours(entry.hours, rounding) if rounding is not None else entry.hours
+        trace_hours = self._hours_text(entry.hours)
         if rounding is not None and hours != entry.hours:
             trace_hours += (
                 f" rounded {rounding.mode.value} to {fmt(rounding.increment)} → {fmt(hours)} h"
             )
+        delta = _ZERO
         if entry.id in self.adjustments:
             hours, delta, note = self._adjusted_hours(entry, hours)
             trace_hours += note
-        else:
-            delta = _ZERO
-        card_currency = resolver.card.currency
-        source_amount = Money.from_decimal(hours * resolved.rate + delta, card_currency)
-        amount, fx_text = self._convert(source_amount, contract, record)
-        unit_price = resolved.rate
-        if card_currency != contract.currency:
-            unit_price = round_half_up(
-                resolved.rate * self.fx.quote(card_currency, contract.currency, self.as_of).rate,
-                currency_digits(contract.currency),
+        source_amount = Money.from_decimal(hours * resolved.rate + delta, card.currency)
+        if source_amount.minor < 0:
+            raise BillingInputError(
+                "write-down exceeds the value of the entry",
+                record=f"time_entries[{entry.id}]",
+                field="amount",
             )
-        trace = (
-            f"{trace_hours} × {price_text(resolved.rate, card_currency)} {card_currency}/h "
-            f"({resolved.label} on rate "
-            f"card {resolver.card.id}) = {source_amount.format()} {card_currency}{fx_text}"
-        )
+        if card.currency == contract.currency:
+            amount, fx_text = source_amount, ""
+        else:
+            amount, fx_text = self._convert(source_amount, contract, f"time_entries[{entry.id}]")
+        rate_text, unit_price = self._rate_text(resolved, card, contract.currency)
         return _Item(
             LineKind.TIME,
             line.id,
@@ -323,9 +356,9 @@ class _Run:
             unit_price,
             amount,
             (entry.id,),
-            trace,
+            f"{trace_hours}{rate_text}{source_amount.format()} {card.currency}{fx_text}",
             line.tax_category,
-            card_currency,
+            card.currency,
             source_amount,
             entry.date,
             entry.id,
@@ -340,6 +373,10 @@ class _Run:
                 sign = -1 if adjustment.kind is AdjustmentKind.WRITE_DOWN else 1
                 source = source + Money.from_decimal(sign * adjustment.amount, expense.currency)
                 notes += f" after {adjustment.kind.value} {fmt(adjustment.amount)}"
+        if source.minor < 0:
+            raise BillingInputError(
+                "write-down exceeds the amount of the expense", record=record, field="amount"
+            )
         converted, fx_text = self._convert(source, contract, record)
         markup = expense.markup_percent
         if markup is None:
@@ -379,10 +416,11 @@ class _Run:
         ]
         items.extend(expenses)
         items.sort(key=lambda item: (item.day, item.sid))
+        held_before = len(self.ledger.held)
         if line.cap is not None:
             items = self._apply_cap(contract, line, items)
         # Recharge the cost of work this run bills or writes off; held work waits.
-        held = {item.source for item in self.ledger.held if item.contract_line == line.id}
+        held = {item.source for item in self.ledger.held[held_before:]}
         billed_time = {item.sid for item in items if item.kind is LineKind.TIME}
         self._recharge(
             contract,
@@ -549,31 +587,23 @@ class _Run:
     def _prepaid_block(
         self, contract: Contract, line: PrepaidBlockLine, time: list[TimeEntry]
     ) -> list[_Item]:
+        """Block fee up front, then overage for hours beyond the block.
+
+        Like period fees, the line bills the difference between what it owes to
+        date (the fee once started, plus cumulative overage) and ``prior_billed``;
+        the fee is settled first. Unbilled time is linked to the invoice through
+        a zero-amount drawdown line (hours inside the block) or the overage line.
+        """
         currency = contract.currency
-        items = []
-        if line.start is None or line.start <= self.as_of:
-            fee = Money.from_decimal(line.hours * line.rate, currency)
-            prior = Money.from_decimal(self.prior_amount.get(line.id, _ZERO), currency)
-            fee_due = Money(max(0, fee.minor - prior.minor), currency)
-            if fee_due:
-                items.append(
-                    _Item(
-                        LineKind.PREPAID_FEE,
-                        line.id,
-                        line.hours,
-                        line.rate,
-                        fee_due,
-                        (f"{line.id}:block",),
-                        f"prepaid block {fmt(line.hours)} h × "
-                        f"{price_text(line.rate, currency)} {currency}/h = "
-                        f"{fee.format()} {currency}, invoiced up front",
-                        line.tax_category,
-                        day=line.start or date.min,
-                        sid=line.id,
-                    )
-                )
         overage_rate = line.overage_rate if line.overage_rate is not None else line.rate
+        started = line.start is None or line.start <= self.as_of
+        fee = Money.from_decimal(line.hours * line.rate, currency)
+        if not started:
+            fee = Money.zero(currency)
         consumed = _ZERO
+        inside_ids: list[str] = []
+        beyond_ids: list[str] = []
+        inside_hours = beyond_hours = _ZERO
         consumed_now: list[TimeEntry] = []
         for entry in sorted(time, key=_by_date_id):
             hours = round_hours(entry.hours, line.rounding)
@@ -583,41 +613,70 @@ class _Run:
                 continue
             consumed_now.append(entry)
             inside = min(hours, left_in_block)
-            beyond = hours - inside
             if inside:
-                items.append(
-                    _Item(
-                        LineKind.PREPAID_DRAWDOWN,
-                        line.id,
-                        inside,
-                        _ZERO,
-                        Money.zero(currency),
-                        (entry.id,),
-                        f"{fmt(inside)} h drawn from the prepaid block "
-                        f"({fmt(min(consumed, line.hours))} of {fmt(line.hours)} h used)",
-                        line.tax_category,
-                        day=entry.date,
-                        sid=entry.id,
-                    )
+                inside_ids.append(entry.id)
+                inside_hours += inside
+            if hours > inside:
+                beyond_ids.append(entry.id)
+                beyond_hours += hours - inside
+        over_hours = max(_ZERO, consumed - line.hours)
+        overage = Money.from_decimal(over_hours * overage_rate, currency)
+        prior = Money.from_decimal(self.prior_amount.get(line.id, _ZERO), currency)
+        fee_due = Money(max(0, fee.minor - prior.minor), currency)
+        overage_due = Money(max(0, overage.minor - max(0, prior.minor - fee.minor)), currency)
+        items = []
+        if fee_due:
+            items.append(
+                _Item(
+                    LineKind.PREPAID_FEE,
+                    line.id,
+                    line.hours,
+                    line.rate,
+                    fee_due,
+                    (f"{line.id}:block",),
+                    f"prepaid block {fmt(line.hours)} h × "
+                    f"{price_text(line.rate, currency)} {currency}/h = "
+                    f"{fee.format()} {currency}, invoiced up front"
+                    + (f"; {fee_due.format()} still due" if fee_due != fee else ""),
+                    line.tax_category,
+                    day=line.start or date.min,
+                    sid=line.id,
                 )
-            if beyond:
-                amount = Money.from_decimal(beyond * overage_rate, currency)
-                items.append(
-                    _Item(
-                        LineKind.PREPAID_OVERAGE,
-                        line.id,
-                        beyond,
-                        overage_rate,
-                        amount,
-                        (entry.id,),
-                        f"{fmt(beyond)} h beyond the {fmt(line.hours)} h block × "
-                        f"{price_text(overage_rate, currency)} {currency}/h = "
-                        f"{amount.format()} {currency}",
-                        line.tax_category,
-                        day=entry.date,
-                        sid=entry.id,
-                    )
+            )
+        if inside_ids:
+            items.append(
+                _Item(
+                    LineKind.PREPAID_DRAWDOWN,
+                    line.id,
+                    inside_hours,
+                    _ZERO,
+                    Money.zero(currency),
+                    tuple(inside_ids),
+                    f"{fmt(inside_hours)} h drawn from the prepaid block "
+                    f"({fmt(min(consumed, line.hours))} of {fmt(line.hours)} h used)",
+                    line.tax_category,
+                    day=self.as_of,
+                    sid=line.id,
                 )
+            )
+        if overage_due:
+            items.append(
+                _Item(
+                    LineKind.PREPAID_OVERAGE,
+                    line.id,
+                    beyond_hours,
+                    overage_rate,
+                    overage_due,
+                    tuple(beyond_ids) or (f"{line.id}:overage",),
+                    f"{fmt(consumed)} h used − {fmt(line.hours)} h block = {fmt(over_hours)} h × "
+                    f"{price_text(overage_rate, currency)} {currency}/h = "
+                    f"{overage.format()} {currency}"
+                    + (f"; {overage_due.format()} still due" if overage_due != overage else ""),
+                    line.tax_category,
+                    day=self.as_of,
+                    sid=line.id,
+                )
+            )
         self._recharge(contract, consumed_now)
         return items
 
@@ -677,9 +736,7 @@ class _Run:
 
     def _progress(self, contract: Contract, line: FixedProgressLine) -> list[_Item]:
         currency = contract.currency
-        reports = [
-            r for r in self.world.progress if r.contract_line == line.id and r.date <= self.as_of
-        ]
+        reports = [r for r in self.progress_by_line.get(line.id, ()) if r.date <= self.as_of]
         if not reports:
             return []
         latest = max(reports, key=attrgetter("date"))
@@ -747,10 +804,8 @@ class _Run:
         currency = contract.currency
         records = [
             r
-            for r in world.usage
-            if r.contract_line == line.id
-            and world.period_start <= r.date <= world.period_end
-            and r.date <= self.as_of
+            for r in self.usage_by_line.get(line.id, ())
+            if world.period_start <= r.date <= world.period_end and r.date <= self.as_of
         ]
         if not records:
             return []
@@ -808,18 +863,18 @@ class _Run:
         amounts = [item.amount for item in items]
         taxes = tax_lines(amounts, rates, contract.tax_rounding)
         lines = tuple(
-            InvoiceLine(
-                contract_line=item.contract_line,
-                kind=item.kind,
-                quantity=item.quantity,
-                unit_price=item.unit_price,
-                amount=item.amount,
-                tax=tax,
-                sources=item.sources,
-                trace=item.trace,
-                tax_rate=rate,
-                source_currency=item.source_currency,
-                source_amount=item.source_amount,
+            InvoiceLine(  # positional: this runs once per billed source
+                item.contract_line,
+                item.kind,
+                item.quantity,
+                item.unit_price,
+                item.amount,
+                tax,
+                item.sources,
+                item.trace,
+                rate,
+                item.source_currency,
+                item.source_amount,
             )
             for item, tax, rate in zip(items, taxes, rates, strict=True)
         )
@@ -872,5 +927,16 @@ class _Run:
 
 
 def run_billing(world: BillingWorld) -> BillingRun:
-    """Bill everything billable in ``world`` that earlier runs have not billed."""
-    return _Run(world).run()
+    """Bill everything billable in ``world`` that earlier runs have not billed.
+
+    The run allocates millions of short-lived objects that never form cycles,
+    so the cyclic garbage collector is paused for its duration (it otherwise
+    costs a fifth of the run) and restored afterwards.
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _Run(world).run()
+    finally:
+        if collecting:
+            gc.enable()

@@ -72,7 +72,7 @@ class ResolvedRate:
 class RateResolver:
     """Finds the rate for a piece of work on one rate card."""
 
-    __slots__ = ("_card", "_index", "_cache")
+    __slots__ = ("_card", "_index", "_cache", "_resolved")
 
     def __init__(self, card: RateCard) -> None:
         self._card = card
@@ -83,6 +83,8 @@ class RateResolver:
         for entries in index.values():
             entries.sort(key=lambda e: e.valid_from or date.min, reverse=True)
         self._index = index
+        # One result object per entry: a million look-ups share a few thousand.
+        self._resolved = {id(e): ResolvedRate(e.rate, e, describe(e)) for e in card.entries}
         self._cache: dict[
             tuple[str, str | None, str, str | None], tuple[tuple[RateEntry, ...], ...]
         ] = {}
@@ -123,5 +125,5 @@ class RateResolver:
                 if (entry.valid_from is None or entry.valid_from <= day) and (
                     entry.valid_to is None or day <= entry.valid_to
                 ):
-                    return ResolvedRate(entry.rate, entry, describe(entry))
+                    return self._resolved[id(entry)]
         return None

@@ -43,12 +43,21 @@ def _known_currencies() -> frozenset[str]:
     return frozenset(list_currencies())
 
 
-@lru_cache(maxsize=512)
+_DIGITS: dict[str, int] = {}
+"""Digits of every currency seen so far; a plain dict because money is hot code."""
+
+
 def currency_digits(currency: str) -> int:
     """Number of minor-unit digits of ``currency`` (JPY 0, EUR 2, BHD 3)."""
-    if currency not in _known_currencies():
-        raise UnknownCurrency(f"unknown currency code {currency!r}")
-    return int(get_currency_precision(currency))
+    digits = _DIGITS.get(currency)
+    if digits is None:
+        if not isinstance(currency, str) or currency not in _known_currencies():
+            raise UnknownCurrency(f"unknown currency code {currency!r}")
+        digits = _DIGITS[currency] = int(get_currency_precision(currency))
+    return digits
+
+
+_ONE = Decimal(1)
 
 
 @lru_cache(maxsize=512)
@@ -79,7 +88,8 @@ class Money:
     def __post_init__(self) -> None:
         if type(self.minor) is not int:  # bool and float are both refused
             raise TypeError(f"Money.minor must be int, not {type(self.minor).__name__}")
-        currency_digits(self.currency)  # validates the code
+        if self.currency not in _DIGITS:
+            currency_digits(self.currency)  # validates the code
 
     # -- construction -----------------------------------------------------
 
@@ -92,9 +102,12 @@ class Money:
         """Round a major-unit amount half-up to the currency's minor unit."""
         if isinstance(value, float):
             raise TypeError("money is never built from a float")
-        digits = currency_digits(currency)
-        exact = round_half_up(Decimal(value), digits)
-        return cls(int(exact.scaleb(digits)), currency)
+        digits = _DIGITS.get(currency)
+        if digits is None:
+            digits = currency_digits(currency)
+        if not isinstance(value, Decimal):
+            value = Decimal(value)
+        return cls(int(value.scaleb(digits).quantize(_ONE, rounding=ROUND_HALF_UP)), currency)
 
     @classmethod
     def parse(cls, text: str, currency: str) -> Money:
@@ -113,16 +126,21 @@ class Money:
 
     @property
     def digits(self) -> int:
-        return currency_digits(self.currency)
+        return _DIGITS[self.currency]
 
     @property
     def amount(self) -> Decimal:
         """The value in major units, with exactly the currency's digits."""
-        return Decimal(self.minor).scaleb(-self.digits).quantize(_exponent(self.digits))
+        return Decimal(self.minor).scaleb(-_DIGITS[self.currency])
 
     def format(self) -> str:
         """Plain string with exactly the currency's minor digits ("1650.00")."""
-        return format(self.amount, "f")
+        digits = _DIGITS[self.currency]
+        if digits == 0:
+            return str(self.minor)
+        whole, part = divmod(abs(self.minor), 10**digits)
+        sign = "-" if self.minor < 0 else ""
+        return f"{sign}{whole}.{part:0{digits}d}"
 
     def __str__(self) -> str:
         return f"{self.format()} {self.currency}"
@@ -175,7 +193,10 @@ class Money:
         """Multiply by a Decimal factor, rounding half-up to the minor unit."""
         if isinstance(factor, float):
             raise TypeError("money is never multiplied by a float")
-        return Money.from_decimal(self.amount * Decimal(factor), self.currency)
+        if not factor:
+            return Money(0, self.currency)
+        exact = Decimal(self.minor) * factor  # still in minor units
+        return Money(int(exact.quantize(_ONE, rounding=ROUND_HALF_UP)), self.currency)
 
     def convert(self, rate: Decimal, to: str) -> Money:
         """Convert at ``rate`` (1 unit of this currency = ``rate`` units of ``to``)."""
