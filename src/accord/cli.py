@@ -14,6 +14,7 @@ from rich.table import Table
 from accord import __version__
 from accord.billing.engine import fmt, price_text
 from accord.billing.model import BillingRun
+from accord.billing.recognition import LineRevenue, recognise_run
 from accord.billing.scenario import load_scenario, run_to_json, simulate
 from accord.errors import InvalidInput
 
@@ -52,13 +53,17 @@ def bill(
     try:
         world = load_scenario(scenario)
         run = simulate(world)
+        revenue = recognise_run(world, run)
     except InvalidInput as exc:
         typer.echo(f"accord bill: {scenario}: {exc}", err=True)
         raise typer.Exit(2) from None
     if as_json:
-        sys.stdout.write(json.dumps(run_to_json(run), indent=2, ensure_ascii=False) + "\n")
+        doc = run_to_json(run, world=world)
+        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
     else:
-        _render(run, Console())
+        console = Console()
+        _render(run, console)
+        _render_revenue(revenue, console)
 
 
 def _render(run: BillingRun, console: Console) -> None:
@@ -114,6 +119,35 @@ def _render(run: BillingRun, console: Console) -> None:
             f"Intercompany: {ic.from_entity} invoices {ic.to_entity} {ic.amount} "
             f"(cost + {fmt(ic.markup_percent)} %, {len(ic.lines)} entries)"
         )
+
+
+def _render_revenue(revenue: tuple[LineRevenue, ...], console: Console) -> None:
+    if not revenue:
+        return
+    first = revenue[0]
+    table = Table(
+        title=f"Revenue · period {first.period_start}..{first.period_end}",
+        title_justify="left",
+    )
+    table.add_column("Line")
+    table.add_column("Method")
+    table.add_column("Cur")
+    for column in ("Period", "To date", "Billed", "Asset", "Liability"):
+        table.add_column(column, justify="right")
+    for number, line in enumerate(revenue, 1):
+        table.add_row(
+            f"{number}. {line.contract_line}",
+            line.method.value,
+            line.currency,
+            line.period_revenue.format(),
+            line.cumulative_revenue.format(),
+            line.billed_to_date.format(),
+            line.contract_asset.format(),
+            line.contract_liability.format(),
+        )
+    console.print(table)
+    for number, line in enumerate(revenue, 1):
+        console.print(f"  {number}. {line.trace}", highlight=False)
 
 
 def main() -> None:

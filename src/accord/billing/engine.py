@@ -55,7 +55,7 @@ from accord.billing.model import (
     UsageLine,
     UsageRecord,
 )
-from accord.billing.pricing import active_days, days_inclusive, usage_charge
+from accord.billing.pricing import active_days, days_inclusive, milestone_amounts, usage_charge
 from accord.billing.rates import RateResolver, ResolvedRate, round_hours
 from accord.billing.tax import DEFAULT_REVERSE_CHARGE_LEGEND, NoTaxRule, find_rule, tax_lines
 from accord.domain.money import Money, currency_digits, round_half_up
@@ -685,17 +685,7 @@ class _Run:
     def _milestones(self, contract: Contract, line: FixedMilestoneLine) -> list[_Item]:
         currency = contract.currency
         total = Money.from_decimal(line.amount, currency)
-        percents = [m.percent for m in line.milestones]
-        shares: list[Money]
-        if all(p is not None for p in percents) and sum(p for p in percents if p) == _HUNDRED:
-            shares = total.allocate([p for p in percents if p is not None])
-        else:
-            shares = [
-                Money.from_decimal(m.amount, currency)
-                if m.amount is not None
-                else total.times((m.percent or _ZERO) / _HUNDRED)
-                for m in line.milestones
-            ]
+        shares = milestone_amounts(line, currency)
         items = []
         for milestone, share in zip(line.milestones, shares, strict=True):
             event = self.milestone_events.get(milestone.id)

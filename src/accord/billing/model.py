@@ -270,6 +270,9 @@ class FixedMilestoneLine(_LineBase):
 @dataclass(frozen=True, slots=True)
 class FixedProgressLine(_LineBase):
     amount: Decimal = Decimal(0)
+    estimated_cost: Decimal | None = None
+    """Estimated total cost at completion, in the contract currency; with ``cost_to_date``
+    on progress reports it makes revenue cost-to-cost instead of percent complete."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,6 +392,8 @@ class ProgressReport:
     contract_line: str
     date: date
     percent_complete: Decimal
+    cost_to_date: Decimal | None = None
+    """Cost incurred on the line from its start to ``date``, in the contract currency."""
 
 
 @dataclass(frozen=True, slots=True)

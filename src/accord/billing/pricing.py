@@ -5,9 +5,12 @@ from __future__ import annotations
 from datetime import date
 from decimal import ROUND_CEILING, Decimal
 
-from accord.billing.model import Tier, UsageLine, UsagePricing
+from accord.billing.model import FixedMilestoneLine, Tier, UsageLine, UsagePricing
+from accord.domain.money import Money
 
-__all__ = ["active_days", "days_inclusive", "usage_charge"]
+__all__ = ["active_days", "days_inclusive", "milestone_amounts", "usage_charge"]
+
+_HUNDRED = Decimal(100)
 
 
 def days_inclusive(start: date, end: date) -> int:
@@ -19,6 +22,25 @@ def active_days(period_start: date, period_end: date, start: date | None, end: d
     lo = max(period_start, start) if start else period_start
     hi = min(period_end, end) if end else period_end
     return max(0, days_inclusive(lo, hi))
+
+
+def milestone_amounts(line: FixedMilestoneLine, currency: str) -> list[Money]:
+    """The amount of each milestone of ``line``, in the order they are defined.
+
+    Percentages that add up to exactly 100 split the amount without losing a
+    minor unit (the parts always sum to it); otherwise each milestone is its
+    fixed amount, or its percent of the line's amount rounded half-up.
+    """
+    total = Money.from_decimal(line.amount, currency)
+    percents = [ms.percent for ms in line.milestones]
+    if all(p is not None for p in percents) and sum(p for p in percents if p) == _HUNDRED:
+        return total.allocate([p for p in percents if p is not None])
+    return [
+        Money.from_decimal(ms.amount, currency)
+        if ms.amount is not None
+        else total.times((ms.percent or Decimal(0)) / _HUNDRED)
+        for ms in line.milestones
+    ]
 
 
 def _fmt(value: Decimal) -> str:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from accord.billing import model as m
 from accord.billing.engine import fmt, price_text, run_billing
+from accord.billing.recognition import LineRevenue, recognise_run
 from accord.domain.money import Money, UnknownCurrency, currency_digits
 from accord.errors import ScenarioError
 
@@ -678,7 +679,7 @@ def _line(ln: Any) -> m.ContractLine:
             ),
         )
     if isinstance(ln, FixedProgressIn):
-        return m.FixedProgressLine(**base, amount=ln.amount)
+        return m.FixedProgressLine(**base, amount=ln.amount, estimated_cost=ln.estimated_cost)
     if isinstance(ln, ManagedServiceIn):
         return m.ManagedServiceLine(
             **base,
@@ -804,7 +805,8 @@ def _world(s: ScenarioIn) -> m.BillingWorld:
         ),
         milestones=tuple(m.MilestoneEvent(ev.id, ev.status, ev.date) for ev in s.milestones),
         progress=tuple(
-            m.ProgressReport(p.contract_line, p.date, p.percent_complete) for p in s.progress
+            m.ProgressReport(p.contract_line, p.date, p.percent_complete, p.cost_to_date)
+            for p in s.progress
         ),
         usage=tuple(m.UsageRecord(u.contract_line, u.date, u.quantity, u.id) for u in s.usage),
         prior_billed=tuple(
@@ -922,8 +924,29 @@ def _overage_json(item: m.OverageItem) -> dict[str, Any]:
     return out
 
 
-def run_to_json(run: m.BillingRun) -> dict[str, Any]:
-    """The ``accord bill --json`` document (DOMAIN.md part 4, with extensions)."""
+def _revenue_json(line: LineRevenue) -> dict[str, Any]:
+    return {
+        "contract": line.contract,
+        "contract_line": line.contract_line,
+        "method": line.method.value,
+        "currency": line.currency,
+        "period_start": line.period_start.isoformat(),
+        "period_end": line.period_end.isoformat(),
+        "period_revenue": _money(line.period_revenue),
+        "cumulative_revenue": _money(line.cumulative_revenue),
+        "billed_to_date": _money(line.billed_to_date),
+        "contract_asset": _money(line.contract_asset),
+        "contract_liability": _money(line.contract_liability),
+        "trace": line.trace,
+    }
+
+
+def run_to_json(run: m.BillingRun, *, world: m.BillingWorld | None = None) -> dict[str, Any]:
+    """The ``accord bill --json`` document (DOMAIN.md part 4, with extensions).
+
+    Given the ``world`` the run was made from, the document also carries
+    ``revenue``: revenue recognition and contract balances per contract line.
+    """
     invoices = []
     for inv in run.invoices:
         doc: dict[str, Any] = {
@@ -951,7 +974,7 @@ def run_to_json(run: m.BillingRun) -> dict[str, Any]:
                 "gross": _money(inv.functional),
             }
         invoices.append(doc)
-    return {
+    doc = {
         "as_of": run.as_of.isoformat(),
         "invoices": invoices,
         "held": [_overage_json(i) for i in run.held],
@@ -978,3 +1001,6 @@ def run_to_json(run: m.BillingRun) -> dict[str, Any]:
             for ic in run.intercompany
         ],
     }
+    if world is not None:
+        doc["revenue"] = [_revenue_json(line) for line in recognise_run(world, run)]
+    return doc

@@ -1,0 +1,1 @@
+"""The hub's runtime: intake, durable workflows, exactly-once effects."""

@@ -1,0 +1,238 @@
+"""Exactly-once effects on vendor systems.
+
+Every outbound call goes through :class:`EffectExecutor`. It records the intent
+in the effect ledger (committed) before calling the vendor, and the outcome
+after. A crash between the two leaves the intent in doubt; the next attempt
+resolves the doubt by looking the object up at the vendor (by idempotency key
+or external id) before it calls again, so an effect is never duplicated and
+never lost. The vendor call itself carries the idempotency key (an
+``Idempotency-Key`` header, an external-id upsert or a look-up-before-create),
+so even a retry that races a lost response creates one object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from accord.errors import AccordError, InvalidInput
+from accord.runtime.retry import RetryPolicy
+
+__all__ = [
+    "Effect",
+    "EffectExecutor",
+    "EffectFailed",
+    "EffectOutcome",
+    "Ledger",
+    "LedgerEntry",
+    "MemoryLedger",
+    "Vendor",
+    "effect_key",
+    "request_digest",
+]
+
+LedgerStatus = Literal["intent", "done", "failed", "doubt"]
+
+
+def request_digest(request: Mapping[str, Any]) -> str:
+    """A stable digest of a request body (canonical JSON, sorted keys)."""
+    text = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def effect_key(system: str, operation: str, *canonical_ids: str) -> str:
+    """The idempotency key of an effect: derived from what it is about, never random.
+
+    The same operation on the same canonical records always yields the same key,
+    whichever worker computes it and however often.
+    """
+    material = "\x1f".join((system, operation, *canonical_ids))
+    return f"acc_{hashlib.sha256(material.encode()).hexdigest()[:40]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """One intended change at a vendor."""
+
+    system: str
+    operation: str
+    key: str
+    request: Mapping[str, Any]
+    trace_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EffectOutcome:
+    external_id: str | None
+    result: Mapping[str, Any] = field(default_factory=dict)
+    replayed: bool = False
+    """True when the ledger or a vendor look-up already knew the outcome."""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    key: str
+    status: LedgerStatus
+    request_digest: str
+    external_id: str | None = None
+    result: Mapping[str, Any] | None = None
+    attempts: int = 0
+    error: str | None = None
+
+
+class Ledger(Protocol):
+    """Where intents and outcomes are recorded; each call commits on its own."""
+
+    def get(self, key: str) -> LedgerEntry | None: ...
+
+    def intend(self, effect: Effect, digest: str) -> None: ...
+
+    def attempt(self, key: str) -> None: ...
+
+    def complete(self, key: str, outcome: EffectOutcome) -> None: ...
+
+    def fail(self, key: str, error: str) -> None: ...
+
+
+class Vendor(ABC):
+    """The side of a connector the executor needs: perform, and find again."""
+
+    @abstractmethod
+    def perform(self, effect: Effect) -> EffectOutcome:
+        """Send the effect, carrying ``effect.key`` as the vendor's idempotency key.
+
+        Raise :class:`accord.errors.TransientError` for faults a retry can cure
+        (timeouts, 5xx, 429 with ``retry_after``) and any other
+        :class:`accord.errors.AccordError` for those it cannot.
+        """
+
+    @abstractmethod
+    def lookup(self, effect: Effect) -> EffectOutcome | None:
+        """The outcome of an earlier attempt of this effect, if the vendor has it."""
+
+
+class EffectFailed(AccordError):
+    """An effect could not be applied; ``retryable`` says whether retrying may help."""
+
+    def __init__(self, effect: Effect, reason: str, *, retryable: bool, attempts: int) -> None:
+        super().__init__(f"{effect.system} {effect.operation} [{effect.key}]: {reason}")
+        self.effect = effect
+        self.reason = reason
+        self.retryable = retryable
+        self.attempts = attempts
+
+
+class EffectExecutor:
+    """Performs effects once, through the ledger, with retries and backoff."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        vendors: Mapping[str, Vendor],
+        policy: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._ledger = ledger
+        self._vendors = vendors
+        self._policy = policy or RetryPolicy()
+        self._sleep = sleep
+
+    def execute(self, effect: Effect) -> EffectOutcome:
+        vendor = self._vendors.get(effect.system)
+        if vendor is None:
+            raise InvalidInput(f"no connector for system {effect.system!r}", record=effect.key)
+        digest = request_digest(effect.request)
+        entry = self._ledger.get(effect.key)
+        if entry is not None:
+            if entry.request_digest != digest:
+                raise InvalidInput(
+                    "the same idempotency key was used with another request",
+                    record=effect.key,
+                    field="request",
+                )
+            if entry.status == "done":
+                return EffectOutcome(entry.external_id, entry.result or {}, replayed=True)
+            # intent, doubt or failed: the vendor may have applied an earlier attempt
+            return self._attempts(effect, vendor, look_first=True)
+        self._ledger.intend(effect, digest)
+        return self._attempts(effect, vendor, look_first=False)
+
+    def _attempts(self, effect: Effect, vendor: Vendor, *, look_first: bool) -> EffectOutcome:
+        policy = self._policy
+        attempt = 0
+        while True:
+            attempt += 1
+            self._ledger.attempt(effect.key)
+            try:
+                if look_first:
+                    found = vendor.lookup(effect)
+                    if found is not None:
+                        self._ledger.complete(effect.key, found)
+                        return EffectOutcome(found.external_id, found.result, replayed=True)
+                outcome = vendor.perform(effect)
+            except AccordError as exc:
+                if not exc.retryable:
+                    self._ledger.fail(effect.key, str(exc))
+                    raise EffectFailed(effect, str(exc), retryable=False, attempts=attempt) from exc
+                if attempt >= policy.maximum_attempts:
+                    self._ledger.fail(effect.key, f"gave up after {attempt} attempts: {exc}")
+                    raise EffectFailed(effect, str(exc), retryable=True, attempts=attempt) from exc
+                self._sleep(policy.delay(attempt, exc.retry_after))
+                look_first = True  # a lost response may have been applied: look first
+                continue
+            self._ledger.complete(effect.key, outcome)
+            return outcome
+
+
+class MemoryLedger:
+    """An in-memory :class:`Ledger`, for tests and rehearsal; not durable."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, LedgerEntry] = {}
+
+    def get(self, key: str) -> LedgerEntry | None:
+        return self.entries.get(key)
+
+    def intend(self, effect: Effect, digest: str) -> None:
+        self.entries.setdefault(effect.key, LedgerEntry(effect.key, "intent", digest))
+
+    def attempt(self, key: str) -> None:
+        entry = self.entries[key]
+        self.entries[key] = LedgerEntry(
+            key,
+            entry.status,
+            entry.request_digest,
+            entry.external_id,
+            entry.result,
+            entry.attempts + 1,
+            entry.error,
+        )
+
+    def complete(self, key: str, outcome: EffectOutcome) -> None:
+        entry = self.entries[key]
+        self.entries[key] = LedgerEntry(
+            key,
+            "done",
+            entry.request_digest,
+            outcome.external_id,
+            dict(outcome.result),
+            entry.attempts,
+            None,
+        )
+
+    def fail(self, key: str, error: str) -> None:
+        entry = self.entries[key]
+        self.entries[key] = LedgerEntry(
+            key,
+            "failed",
+            entry.request_digest,
+            entry.external_id,
+            entry.result,
+            entry.attempts,
+            error,
+        )

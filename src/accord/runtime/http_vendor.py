@@ -1,0 +1,74 @@
+"""An effect target spoken to over HTTP with an ``Idempotency-Key`` header."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from accord.errors import AccordError, InvalidInput, TransientError
+from accord.runtime.effects import Effect, EffectOutcome, Vendor
+
+__all__ = ["IdempotentHttpVendor"]
+
+
+class IdempotentHttpVendor(Vendor):
+    """Creates objects with ``POST`` + ``Idempotency-Key``; finds them again by key.
+
+    The transport is injectable, so tests pass a plain function instead of
+    patching; timeouts and connection drops are retryable, because a lost
+    response is exactly what the ledger's look-up resolves.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        path: str = "/v1/objects",
+        transport: httpx.BaseTransport | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        self._client = httpx.Client(base_url=base_url, transport=transport, timeout=timeout)
+        self._path = path
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _classify(self, response: httpx.Response) -> AccordError:
+        text = response.text[:300]
+        if response.status_code == 429:
+            after = response.headers.get("Retry-After")
+            return TransientError(
+                f"429 throttled: {text}", retry_after=float(after) if after else None
+            )
+        if response.status_code >= 500:
+            return TransientError(f"{response.status_code}: {text}")
+        return InvalidInput(f"{response.status_code}: {text}", record=str(response.url))
+
+    def perform(self, effect: Effect) -> EffectOutcome:
+        body = json.dumps(dict(effect.request), sort_keys=True, default=str)
+        try:
+            response = self._client.post(
+                self._path,
+                content=body,
+                headers={"Idempotency-Key": effect.key, "Content-Type": "application/json"},
+            )
+        except httpx.TransportError as exc:  # timeouts, resets, dropped responses
+            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+        if response.status_code != 200:
+            raise self._classify(response)
+        data: dict[str, Any] = response.json()
+        return EffectOutcome(str(data["id"]), data)
+
+    def lookup(self, effect: Effect) -> EffectOutcome | None:
+        try:
+            response = self._client.get(self._path, params={"idempotency_key": effect.key})
+        except httpx.TransportError as exc:
+            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+        if response.status_code != 200:
+            raise self._classify(response)
+        found = response.json().get("data") or []
+        if not found:
+            return None
+        return EffectOutcome(str(found[0]["id"]), found[0], replayed=True)
