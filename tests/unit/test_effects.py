@@ -20,7 +20,6 @@ from accord.runtime.http_vendor import IdempotentHttpVendor
 from accord.runtime.retry import RetryPolicy
 from accord.sandbox.recorder import Faults, RecorderServer
 
-
 _OPEN: list[IdempotentHttpVendor] = []
 
 

@@ -303,9 +303,9 @@ class _Recogniser:
         cap = Money.from_decimal(line.cap, currency) if line.cap is not None else None
         terms = RightToInvoiceTerms(currency, tuple(work), cap)
         value = Money.sum((w.amount for w in work), currency)
-        how = f"right to invoice: approved billable work billed before and now {_m(value)}"
+        how = f"right to invoice: approved billable work billed on the line {_m(value)}"
         if cap is not None and value > cap:
-            how += f", capped at {cap.format()}"
+            how += f", capped at {_m(cap)}"
         return _Earning(RevenueMethod.RIGHT_TO_INVOICE, _of(terms, line.id), prior, how)
 
     def _progress(self, line: FixedProgressLine, currency: str) -> _Earning:

@@ -222,7 +222,7 @@ class RecorderServer:
         return self._state.stats()
 
     def start(self) -> RecorderServer:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
         self._thread.start()
         return self
 

@@ -1,0 +1,193 @@
+"""``accord.yaml``: the one configuration file, validated on load.
+
+The file names the systems and their connectors, quota overrides, the
+ownership policy, schedules and runtime settings. Secrets never live in it:
+a system names the environment variable (``token_env``) or the file
+(``token_file``) that holds its credential. ``ACCORD_DATABASE_URL`` and
+``ACCORD_NATS_URL`` override storage and the event stream, so moving from the
+embedded default to PostgreSQL and NATS is configuration only.
+
+A bad file is refused with an error that names the key and its line:
+``accord.yaml: systems.salesforce.role (line 12): unknown role 'crmm'``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from accord.errors import InvalidInput
+
+__all__ = [
+    "EXAMPLE",
+    "ConfigError",
+    "RuntimeSettings",
+    "Settings",
+    "SystemConfig",
+    "load_settings",
+]
+
+Role = Literal["crm", "psa", "erp", "billing"]
+
+
+class ConfigError(InvalidInput):
+    """``accord.yaml`` is malformed; the message names the key and the line."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetrySettings(_Strict):
+    initial_interval: float = Field(0.05, ge=0)
+    backoff_coefficient: float = Field(2.0, ge=1)
+    maximum_interval: float = Field(30.0, ge=0)
+    maximum_attempts: int = Field(6, ge=1)
+
+
+class RuntimeSettings(_Strict):
+    batch_size: int = Field(100, ge=1, le=10_000)
+    """Inbox events per workflow: one checkpointed workflow per micro-batch."""
+    batch_wait_ms: int = Field(20, ge=0, le=10_000)
+    """How long a batch may fill before it is dispatched."""
+    concurrency: int = Field(4, ge=1, le=256)
+    """Batches in flight per worker process."""
+    retry: RetrySettings = RetrySettings()
+
+
+class SystemConfig(_Strict):
+    role: Role
+    connector: str
+    base_url: str | None = None
+    token_env: str | None = None
+    token_file: str | None = None
+    quota: dict[str, float] = {}
+
+    def secret(self) -> str | None:
+        """The credential, read now from the environment or file the config names."""
+        if self.token_env:
+            return os.environ.get(self.token_env)
+        if self.token_file:
+            return Path(self.token_file).read_text().strip()
+        return None
+
+
+class Settings(_Strict):
+    accord: Literal[1] = 1
+    instance: str = "accord"
+    database_url: str = "sqlite:///accord.db"
+    nats_url: str | None = None
+    runtime: RuntimeSettings = RuntimeSettings()
+    systems: dict[str, SystemConfig] = {}
+    ownership: str | dict[str, Any] = "default"
+    schedules: dict[str, str] = {}
+
+
+EXAMPLE = """\
+# accord.yaml — Accord's configuration. Secrets never live here: each system
+# names the environment variable (token_env) or file (token_file) holding it.
+accord: 1
+instance: my-firm
+
+# Storage: one SQLite file by default. ACCORD_DATABASE_URL overrides it, e.g.
+# postgresql+psycopg://accord@db.internal/accord for the scale-out mode.
+database_url: sqlite:///accord.db
+
+# Canonical event stream: in-process by default; ACCORD_NATS_URL (or this key)
+# publishes every canonical change to NATS JetStream as a CloudEvent.
+nats_url: null
+
+runtime:
+  batch_size: 100        # inbox events per checkpointed workflow
+  batch_wait_ms: 20      # how long a batch may fill before it is dispatched
+  concurrency: 4         # batches in flight per worker process
+  retry: {initial_interval: 0.05, backoff_coefficient: 2, maximum_interval: 30, maximum_attempts: 6}
+
+systems:
+  salesforce: {role: crm, connector: salesforce, base_url: "https://example.my.salesforce.com",
+               token_env: SALESFORCE_TOKEN}
+  harvest:    {role: psa, connector: harvest, token_env: HARVEST_TOKEN}
+  netsuite:   {role: erp, connector: netsuite, token_env: NETSUITE_TOKEN}
+  stripe:     {role: billing, connector: stripe, token_env: STRIPE_KEY}
+
+# Who owns which object and field: "default" (the bundled policy) or a mapping.
+ownership: default
+
+# When scheduled work runs (cron syntax, UTC).
+schedules:
+  billing: "0 6 1 * *"
+  reconciliation: "0 * * * *"
+"""
+
+
+def _line_of(node: yaml.Node | None, path: tuple[int | str, ...]) -> int | None:
+    """The 1-based line of ``path`` in a composed YAML document."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in path:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if key_node.value == str(key):
+                    line = key_node.start_mark.line + 1
+                    node = value_node
+                    break
+            else:
+                return line
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int):
+            if key >= len(node.value):
+                return line
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            return line
+    return line
+
+
+def parse_settings(text: str, source: str = "accord.yaml") -> Settings:
+    try:
+        raw = yaml.safe_load(text) or {}
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(
+            f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", record=source
+        ) from None
+    if not isinstance(raw, Mapping):
+        raise ConfigError("the configuration must be a mapping", record=source)
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        path = tuple(error["loc"])
+        key = ".".join(str(p) for p in path) or "(root)"
+        line = _line_of(root, path)
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        where = f" (line {line})" if line else ""
+        raise ConfigError(f"{message}", record=source, field=f"{key}{where}") from None
+
+
+def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read ``accord.yaml`` (``ACCORD_CONFIG`` or the working directory) and the overrides.
+
+    A missing file is the embedded default: nothing has to be configured to start.
+    """
+    env = os.environ if env is None else env
+    path = path or Path(env.get("ACCORD_CONFIG", "accord.yaml"))
+    settings = Settings()
+    if path.exists():
+        settings = parse_settings(path.read_text(encoding="utf-8"), str(path))
+    elif "ACCORD_CONFIG" in env:
+        raise ConfigError(f"configuration file {path} does not exist", record=str(path))
+    updates: dict[str, Any] = {}
+    if env.get("ACCORD_DATABASE_URL"):
+        updates["database_url"] = env["ACCORD_DATABASE_URL"]
+    if env.get("ACCORD_NATS_URL"):
+        updates["nats_url"] = env["ACCORD_NATS_URL"]
+    return settings.model_copy(update=updates) if updates else settings
