@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -122,32 +123,38 @@ def _render(run: BillingRun, console: Console) -> None:
 
 
 def _render_revenue(revenue: tuple[LineRevenue, ...], console: Console) -> None:
-    if not revenue:
-        return
-    first = revenue[0]
-    table = Table(
-        title=f"Revenue · period {first.period_start}..{first.period_end}",
-        title_justify="left",
-    )
-    table.add_column("Line")
-    table.add_column("Method")
-    table.add_column("Cur")
-    for column in ("Period", "To date", "Billed", "Asset", "Liability"):
-        table.add_column(column, justify="right")
-    for number, line in enumerate(revenue, 1):
-        table.add_row(
-            f"{number}. {line.contract_line}",
-            line.method.value,
-            line.currency,
-            line.period_revenue.format(),
-            line.cumulative_revenue.format(),
-            line.billed_to_date.format(),
-            line.contract_asset.format(),
-            line.contract_liability.format(),
+    """One short table per contract: earned, billed and the balance of each line."""
+    by_contract: dict[str, list[LineRevenue]] = {}
+    for line in revenue:
+        by_contract.setdefault(line.contract, []).append(line)
+    for contract, lines in by_contract.items():
+        first = lines[0]
+        table = Table(
+            title=(
+                f"Revenue · contract {contract} · {first.currency} · "
+                f"{first.period_start}..{first.period_end}"
+            ),
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
         )
-    console.print(table)
-    for number, line in enumerate(revenue, 1):
-        console.print(f"  {number}. {line.trace}", highlight=False)
+        table.add_column("Line")
+        table.add_column("Method")
+        for column in ("Period", "To date", "Billed", "Asset", "Liability"):
+            table.add_column(column, justify="right")
+        for line in lines:
+            table.add_row(
+                line.contract_line,
+                line.method.value.replace("_", " "),
+                line.period_revenue.format(),
+                line.cumulative_revenue.format(),
+                line.billed_to_date.format(),
+                line.contract_asset.format(),
+                line.contract_liability.format(),
+            )
+        console.print(table)
+        for line in lines:
+            console.print(f"  {line.contract_line}: {line.trace}", highlight=False)
+        console.print()
 
 
 def main() -> None:

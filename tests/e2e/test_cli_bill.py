@@ -159,3 +159,30 @@ def test_unknown_key_is_refused_rather_than_ignored(tmp_path: Path) -> None:
     result = accord("bill", str(path))
     assert result.returncode != 0
     assert "time_entries[t1]" in result.stderr and "houres" in result.stderr
+
+
+def test_json_adds_revenue_per_contract_line_and_leaves_the_other_keys_as_they_were() -> None:
+    from accord.billing.scenario import load_scenario, run_to_json, simulate
+
+    path = ROOT / "examples/blocks-progress-and-adjustments.yaml"
+    result = accord("bill", str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    revenue = out.pop("revenue")
+    assert out == run_to_json(simulate(load_scenario(path)))
+    by_line = {r["contract_line"]: r for r in revenue}
+    assert list(by_line) == ["fen-block", "fen-fixed", "fen-tm"]
+    block = by_line["fen-block"]
+    assert (block["method"], block["cumulative_revenue"], block["billed_to_date"]) == (
+        "right_to_invoice",
+        "6600.00",
+        "6600.00",
+    )
+    assert by_line["fen-fixed"]["period_revenue"] == "7500.00"
+
+
+def test_readable_output_ends_with_a_revenue_table() -> None:
+    result = accord("bill", str(ROOT / "examples/domain-part4.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert "Revenue · contract c1 · EUR" in result.stdout
+    assert "c1-sub: ratable: 1000.00 × 16/31 days = 516.13" in result.stdout

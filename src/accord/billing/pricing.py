@@ -1,4 +1,4 @@
-"""Pure pricing helpers: usage tiers and proration (DOMAIN.md rules 7 and 8)."""
+"""Pure pricing helpers: usage tiers, proration and milestone amounts (DOMAIN.md part 2)."""
 
 from __future__ import annotations
 

@@ -318,6 +318,8 @@ class _Recogniser:
             else None
         )
         costed = [r for r in self.progress[line.id] if r.cost_to_date is not None]
+        # An estimate below the minor unit rounds to nothing: there is no ratio to take,
+        # so such a line falls back to percent complete rather than fail the run.
         if estimate is not None and estimate.minor > 0 and costed:
             costs: dict[date, Money] = {}
             for report in reports:  # the first report of a day, like the engine's latest
