@@ -57,6 +57,7 @@ from accord.store.tables import GENESIS_HASH, audit_head, audit_log
 T = TypeVar("T")
 
 TABLES = {
+    "echo_state",
     "records",
     "record_versions",
     "xref",

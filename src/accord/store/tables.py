@@ -51,6 +51,7 @@ __all__ = [
     "audit_head",
     "audit_log",
     "cursors",
+    "echo_state",
     "effects",
     "exceptions",
     "inbox",
@@ -59,6 +60,10 @@ __all__ = [
     "records",
     "xref",
 ]
+
+#: What Accord last wrote to, and last saw in, each system per field: the echo
+#: memory that tells Accord's own writes coming back from real edits.
+#: Defined below the other tables; see :data:`echo_state`.
 
 #: Constraint names are fixed so that migrations can refer to them by name and
 #: both dialects carry the same names.
@@ -211,6 +216,9 @@ inbox = Table(
     Column("processed_at", UTCDateTime(), nullable=True),
     Column("available_at", UTCDateTime(), nullable=True),
     Column("trace_id", String(), nullable=True),
+    # What processing produced (effect keys, canonical changes), written in the
+    # same transaction that marks the event done, so a re-run step finds them.
+    Column("outcome", JSON(none_as_null=True), nullable=True),
     UniqueConstraint("system", "event_id"),
     _one_of("status", _values(InboxStatus), "status"),
     CheckConstraint("attempts >= 0", name="attempts_not_negative"),
@@ -236,6 +244,9 @@ effects = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     Column("trace_id", String(), nullable=True),
+    # The request itself, recorded with the intent, so that whichever worker
+    # picks the effect up (or replays it) sends exactly what was decided.
+    Column("request", JSON(none_as_null=True), nullable=True),
     PrimaryKeyConstraint("idempotency_key"),
     _one_of("status", _values(EffectStatus), "status"),
     CheckConstraint("attempts >= 0", name="attempts_not_negative"),
@@ -303,4 +314,18 @@ cursors = Table(
     Column("value", Text(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     PrimaryKeyConstraint("system", "stream"),
+)
+
+#: Echo memory per (system, entity, field): the digest Accord wrote that has not
+#: come back yet, and the digest the system was last seen holding.
+echo_state = Table(
+    "echo_state",
+    metadata,
+    Column("system", String(), nullable=False),
+    Column("entity_type", String(), nullable=False),
+    Column("entity_id", String(), nullable=False),
+    Column("field", String(), nullable=False),
+    Column("pending_echo", String(64), nullable=True),
+    Column("last_seen", String(64), nullable=True),
+    PrimaryKeyConstraint("system", "entity_type", "entity_id", "field"),
 )
