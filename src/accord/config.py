@@ -55,8 +55,10 @@ class RuntimeSettings(_Strict):
     """Inbox events per workflow: one checkpointed workflow per micro-batch."""
     batch_wait_ms: int = Field(20, ge=0, le=10_000)
     """How long a batch may fill before it is dispatched."""
-    concurrency: int = Field(4, ge=1, le=256)
-    """Batches in flight per worker process."""
+    concurrency: int = Field(1, ge=1, le=256)
+    """Dispatcher threads (batches in flight) per worker process."""
+    lease_seconds: float = Field(30.0, gt=0)
+    """How long a claimed event is held before another worker may take it over."""
     retry: RetrySettings = RetrySettings()
 
 
@@ -85,6 +87,8 @@ class Settings(_Strict):
     runtime: RuntimeSettings = RuntimeSettings()
     systems: dict[str, SystemConfig] = {}
     ownership: str | dict[str, Any] = "default"
+    routes: list[dict[str, str]] = []
+    """Which canonical changes go where: ``{entity_type, target, operation}``."""
     schedules: dict[str, str] = {}
 
 
@@ -105,7 +109,8 @@ nats_url: null
 runtime:
   batch_size: 100        # inbox events per checkpointed workflow
   batch_wait_ms: 20      # how long a batch may fill before it is dispatched
-  concurrency: 4         # batches in flight per worker process
+  concurrency: 1         # dispatcher threads (batches in flight) per worker process
+  lease_seconds: 30      # a claimed event returns to the queue if not done by then
   retry: {initial_interval: 0.05, backoff_coefficient: 2, maximum_interval: 30, maximum_attempts: 6}
 
 systems:

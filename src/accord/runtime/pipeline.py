@@ -1,0 +1,555 @@
+"""From an inbox event to canonical records and planned effects, exactly once.
+
+:meth:`Pipeline.apply_event` is one database transaction per event: map the
+vendor payload to canonical upserts, resolve each to its canonical id through
+the xref, let the ownership policy decide which fields apply (non-owner changes
+become ``ownership_conflict`` exceptions, Accord's own echoes are dropped),
+write the new version with its audit entry, and record the outbound effects as
+intents in the ledger — in the same transaction that marks the event done.
+Either all of that happens or none of it, so a crash at any point leaves the
+event to be processed again, never half-applied.
+
+:meth:`Pipeline.run_effects` then performs the recorded intents through the
+:class:`~accord.runtime.effects.EffectExecutor`. A poison event or an effect
+that keeps failing is dead-lettered with its reason as an exception, and never
+blocks the other events of its batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, select, update
+
+from accord.domain.ids import deterministic_id
+from accord.errors import AccordError, InvalidInput
+from accord.events.envelope import CanonicalChange
+from accord.events.stream import EventStream
+from accord.ownership import (
+    EchoKey,
+    EchoMemory,
+    FieldSync,
+    OwnershipPolicy,
+    decide,
+    outbound,
+    record_inbound,
+    record_outbound,
+)
+from accord.runtime.effects import (
+    Effect,
+    EffectExecutor,
+    EffectFailed,
+    EffectOutcome,
+    LedgerEntry,
+    effect_key,
+    request_digest,
+)
+from accord.store import Effects, Exceptions, Inbox, Records, Xref, append
+from accord.store.repo import utc_now
+from accord.store.tables import EffectStatus, InboxStatus, echo_state, effects, inbox
+
+__all__ = [
+    "CanonicalUpsert",
+    "Handler",
+    "InboundEvent",
+    "Pipeline",
+    "Route",
+    "SqlLedger",
+    "StoreEcho",
+    "passthrough",
+]
+
+#: Which role's queue an ownership conflict goes to, by the owning system's role.
+ROLE_OF_SYSTEM_ROLE = {"crm": "sales_ops", "erp": "finance", "billing": "finance", "psa": "pmo"}
+DEAD_LETTER = "dead_letter"
+
+
+@dataclass(frozen=True, slots=True)
+class InboundEvent:
+    seq: int
+    system: str
+    event_id: str
+    event_type: str
+    payload: Mapping[str, Any]
+    trace_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CanonicalUpsert:
+    """A vendor's view of one canonical record: its external key and the fields it sent."""
+
+    entity_type: str
+    external_object: str
+    external_id: str
+    fields: Mapping[str, Any]
+
+
+#: Maps one inbound event to canonical upserts; raises InvalidInput for a poison event.
+Handler = Callable[[InboundEvent], Sequence[CanonicalUpsert]]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Send changes of ``entity_type`` to ``target`` as ``operation``."""
+
+    entity_type: str
+    target: str
+    operation: str
+
+
+def passthrough(event: InboundEvent) -> Sequence[CanonicalUpsert]:
+    """The generic mapping: the payload already names the canonical record.
+
+    ``{"entity_type": "account", "external_object": "Account", "external_id":
+    "001…", "fields": {...}}`` — used by the stand-in vendors and benchmarks;
+    real connectors register their own mapping.
+    """
+    payload = event.payload
+    record = f"inbox[{event.system}:{event.event_id}]"
+    for key in ("entity_type", "external_object", "external_id", "fields"):
+        if key not in payload:
+            raise InvalidInput(f"missing {key!r}", record=record, field=key)
+    fields = payload["fields"]
+    if not isinstance(fields, Mapping):
+        raise InvalidInput("must be an object", record=record, field="fields")
+    return [
+        CanonicalUpsert(
+            str(payload["entity_type"]),
+            str(payload["external_object"]),
+            str(payload["external_id"]),
+            fields,
+        )
+    ]
+
+
+class StoreEcho(EchoMemory):
+    """Echo memory kept in ``echo_state``, inside the caller's transaction."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def load(self, key: EchoKey) -> FieldSync | None:
+        row = self._conn.execute(
+            select(echo_state.c.pending_echo, echo_state.c.last_seen).where(
+                echo_state.c.system == key.system,
+                echo_state.c.entity_type == key.entity_type,
+                echo_state.c.entity_id == key.entity_id,
+                echo_state.c.field == key.field,
+            )
+        ).first()
+        return None if row is None else FieldSync(row.pending_echo, row.last_seen)
+
+    def store(self, key: EchoKey, state: FieldSync) -> None:
+        where = (
+            echo_state.c.system == key.system,
+            echo_state.c.entity_type == key.entity_type,
+            echo_state.c.entity_id == key.entity_id,
+            echo_state.c.field == key.field,
+        )
+        changed = self._conn.execute(
+            update(echo_state)
+            .where(*where)
+            .values(pending_echo=state.pending_echo, last_seen=state.last_seen)
+        ).rowcount
+        if not changed:
+            self._conn.execute(
+                echo_state.insert().values(
+                    system=key.system,
+                    entity_type=key.entity_type,
+                    entity_id=key.entity_id,
+                    field=key.field,
+                    pending_echo=state.pending_echo,
+                    last_seen=state.last_seen,
+                )
+            )
+
+
+class SqlLedger:
+    """The effect ledger in the store; every call is its own committed transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def get(self, key: str) -> LedgerEntry | None:
+        with self._engine.connect() as conn:
+            found = Effects(conn).get(key)
+        if found is None:
+            return None
+        return LedgerEntry(
+            found.idempotency_key,
+            found.status.value,
+            found.request_digest,
+            found.external_id,
+            found.result,
+            found.attempts,
+            found.error,
+        )
+
+    def intend(self, effect: Effect, digest: str) -> None:
+        with self._engine.begin() as conn:
+            intend(conn, effect, digest)
+
+    def attempt(self, key: str) -> None:
+        with self._engine.begin() as conn:
+            Effects(conn).attempt(key)
+
+    def complete(self, key: str, outcome: EffectOutcome) -> None:
+        with self._engine.begin() as conn:
+            Effects(conn).complete(
+                key, external_id=outcome.external_id, result=dict(outcome.result)
+            )
+
+    def fail(self, key: str, error: str) -> None:
+        with self._engine.begin() as conn:
+            Effects(conn).fail(key, error)
+
+
+def intend(conn: Connection, effect: Effect, digest: str) -> None:
+    """Record an intent with its request, in the caller's transaction."""
+    Effects(conn).intend(
+        effect.key,
+        system=effect.system,
+        operation=effect.operation,
+        request_digest=digest,
+        trace_id=effect.trace_id,
+    )
+    conn.execute(
+        update(effects)
+        .where(effects.c.idempotency_key == effect.key, effects.c.request.is_(None))
+        .values(request=dict(effect.request))
+    )
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    applied: int = 0
+    skipped: int = 0
+    dead: int = 0
+    effects: list[str] = field(default_factory=list)
+    changes: list[tuple[str, str, int]] = field(default_factory=list)
+
+
+class Pipeline:
+    """Applies inbox events and performs their effects; no state of its own."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        policy: OwnershipPolicy,
+        executor: EffectExecutor,
+        *,
+        handlers: Mapping[str, Handler] | None = None,
+        routes: Iterable[Route] = (),
+        stream: EventStream | None = None,
+        actor: str = "accord",
+    ) -> None:
+        self.engine = engine
+        self.policy = policy
+        self.executor = executor
+        self.handlers: dict[str, Handler] = dict(handlers or {})
+        self.routes: dict[str, list[Route]] = {}
+        for route in routes:
+            self.routes.setdefault(route.entity_type, []).append(route)
+        self.stream = stream
+        self.actor = actor
+
+    # -- intake -----------------------------------------------------------------
+
+    def ingest(
+        self,
+        system: str,
+        event_id: str,
+        event_type: str,
+        payload: Mapping[str, Any],
+        trace_id: str | None = None,
+    ) -> bool:
+        """Store an inbound event once; ``False`` means a redelivery, acknowledged."""
+        with self.engine.begin() as conn:
+            return Inbox(conn).accept(
+                system, event_id, event_type=event_type, payload=dict(payload), trace_id=trace_id
+            )
+
+    def claim(self, limit: int, lease: timedelta) -> list[int]:
+        with self.engine.begin() as conn:
+            return [event.seq for event in Inbox(conn).claim_batch(limit, lease=lease)]
+
+    # -- apply ------------------------------------------------------------------
+
+    def handler_for(self, system: str) -> Handler:
+        return self.handlers.get(system) or self.handlers.get("*") or passthrough
+
+    def apply_batch(self, seqs: Sequence[int]) -> BatchOutcome:
+        result = BatchOutcome()
+        for seq in seqs:
+            self._apply_one(seq, result)
+        return result
+
+    def _apply_one(self, seq: int, result: BatchOutcome) -> None:
+        try:
+            with self.engine.begin() as conn:
+                row = conn.execute(
+                    select(inbox).where(inbox.c.seq == seq).with_for_update()
+                ).first()
+                if row is None:
+                    return
+                if row.status == InboxStatus.DONE.value:
+                    # applied by an earlier run of this step: hand on what it produced
+                    outcome = row.outcome or {}
+                    result.skipped += 1
+                    result.effects.extend(outcome.get("effects", []))
+                    result.changes.extend(tuple(c) for c in outcome.get("changes", []))
+                    return
+                if row.status == InboxStatus.DEAD.value:
+                    result.skipped += 1
+                    return
+                event = InboundEvent(
+                    row.seq, row.system, row.event_id, row.event_type, row.payload, row.trace_id
+                )
+                keys, changes = self._apply(conn, event)
+                conn.execute(
+                    update(inbox)
+                    .where(inbox.c.seq == seq)
+                    .values(
+                        status=InboxStatus.DONE.value,
+                        processed_at=utc_now(),
+                        error=None,
+                        outcome={"effects": keys, "changes": [list(c) for c in changes]},
+                    )
+                )
+            result.applied += 1
+            result.effects.extend(keys)
+            result.changes.extend(changes)
+        except AccordError as exc:
+            if exc.retryable:
+                raise
+            self._dead_letter_event(seq, exc)
+            result.dead += 1
+
+    def _dead_letter_event(self, seq: int, exc: Exception) -> None:
+        with self.engine.begin() as conn:
+            Inbox(conn).mark(seq, InboxStatus.DEAD, error=str(exc))
+            row = conn.execute(select(inbox).where(inbox.c.seq == seq)).one()
+            Exceptions(conn).raise_(
+                DEAD_LETTER,
+                role="admin",
+                summary=f"event {row.system}:{row.event_id} could not be applied: {exc}",
+                context={
+                    "kind": "event",
+                    "seq": seq,
+                    "system": row.system,
+                    "event_id": row.event_id,
+                    "event_type": row.event_type,
+                    "reason": str(exc),
+                },
+                dedupe_key=f"event:{row.system}:{row.event_id}",
+                trace_id=row.trace_id,
+            )
+            append(
+                conn,
+                actor=self.actor,
+                action="dead_letter",
+                subject=f"inbox/{seq}",
+                data={"reason": str(exc)},
+            )
+
+    def _apply(
+        self, conn: Connection, event: InboundEvent
+    ) -> tuple[list[str], list[tuple[str, str, int]]]:
+        upserts = self.handler_for(event.system)(event)
+        echo = StoreEcho(conn)
+        records, xref, exceptions = Records(conn), Xref(conn), Exceptions(conn)
+        keys: list[str] = []
+        changes: list[tuple[str, str, int]] = []
+        for upsert in upserts:
+            link = xref.by_external(event.system, upsert.external_object, upsert.external_id)
+            if link is not None:
+                canonical_id = link.canonical_id
+            else:
+                canonical_id = str(
+                    deterministic_id(
+                        upsert.entity_type,
+                        event.system,
+                        upsert.external_object,
+                        upsert.external_id,
+                    )
+                )
+                xref.link(
+                    upsert.entity_type,
+                    canonical_id,
+                    event.system,
+                    upsert.external_object,
+                    upsert.external_id,
+                )
+            current = records.get(upsert.entity_type, canonical_id)
+            decision = decide(
+                self.policy,
+                upsert.entity_type,
+                current.data if current else None,
+                upsert.fields,
+                event.system,
+                echo,
+                entity_id=canonical_id,
+            )
+            record_inbound(echo, decision)
+            for conflict in decision.conflicts:
+                owner_role = self.policy.systems.get(conflict.owner, conflict.owner)
+                exceptions.raise_(
+                    "ownership_conflict",
+                    role=ROLE_OF_SYSTEM_ROLE.get(owner_role, "admin"),
+                    summary=conflict.message,
+                    context={
+                        "entity_type": conflict.entity_type,
+                        "id": conflict.entity_id,
+                        "field": conflict.field,
+                        "current": conflict.current,
+                        "incoming": conflict.incoming,
+                        "owner": conflict.owner,
+                        "source": conflict.source,
+                    },
+                    trace_id=event.trace_id,
+                )
+            if not decision.changes:
+                continue
+            data = dict(current.data) if current else {}
+            data.update(decision.changes)
+            put = records.put(
+                upsert.entity_type,
+                canonical_id,
+                data,
+                system=event.system,
+                actor=self.actor,
+                trace_id=event.trace_id,
+            )
+            if not put.changed_fields:
+                continue
+            version = put.version
+            changes.append((upsert.entity_type, canonical_id, version))
+            append(
+                conn,
+                actor=f"{self.actor}:{event.system}",
+                action="record.changed",
+                subject=f"{upsert.entity_type}/{canonical_id}",
+                data={
+                    "version": version,
+                    "fields": list(put.changed_fields),
+                    "event": f"{event.system}:{event.event_id}",
+                },
+            )
+            for route in self.routes.get(upsert.entity_type, ()):
+                if route.target == event.system:
+                    continue
+                fields = outbound(
+                    self.policy,
+                    upsert.entity_type,
+                    data,
+                    route.target,
+                    echo,
+                    entity_id=canonical_id,
+                )
+                if not fields:
+                    continue
+                record_outbound(echo, route.target, upsert.entity_type, canonical_id, fields)
+                effect = Effect(
+                    route.target,
+                    route.operation,
+                    effect_key(
+                        route.target,
+                        route.operation,
+                        upsert.entity_type,
+                        canonical_id,
+                        str(version),
+                    ),
+                    {
+                        "entity_type": upsert.entity_type,
+                        "id": canonical_id,
+                        "version": version,
+                        "fields": fields,
+                    },
+                    event.trace_id,
+                )
+                intend(conn, effect, request_digest(effect.request))
+                keys.append(effect.key)
+        return keys, changes
+
+    # -- effects ----------------------------------------------------------------
+
+    def run_effects(self, keys: Sequence[str]) -> dict[str, int]:
+        """Perform recorded intents; a failing effect is dead-lettered, the rest go on."""
+        counts = {"done": 0, "replayed": 0, "dead": 0}
+        for key in keys:
+            with self.engine.connect() as conn:
+                row = conn.execute(select(effects).where(effects.c.idempotency_key == key)).first()
+            if row is None:
+                continue
+            if row.status == EffectStatus.DONE.value:
+                counts["replayed"] += 1
+                continue
+            effect = Effect(row.system, row.operation, key, row.request or {}, row.trace_id)
+            try:
+                outcome = self.executor.execute(effect)
+            except EffectFailed as exc:
+                self._dead_letter_effect(effect, exc)
+                counts["dead"] += 1
+                continue
+            except InvalidInput as exc:
+                self._dead_letter_effect(effect, exc)
+                counts["dead"] += 1
+                continue
+            counts["replayed" if outcome.replayed else "done"] += 1
+        return counts
+
+    def _dead_letter_effect(self, effect: Effect, exc: Exception) -> None:
+        with self.engine.begin() as conn:
+            Exceptions(conn).raise_(
+                DEAD_LETTER,
+                role="admin",
+                summary=f"{effect.system} {effect.operation} failed: {exc}",
+                context={
+                    "kind": "effect",
+                    "key": effect.key,
+                    "system": effect.system,
+                    "operation": effect.operation,
+                    "reason": str(exc),
+                },
+                dedupe_key=f"effect:{effect.key}",
+                trace_id=effect.trace_id,
+            )
+            append(
+                conn,
+                actor=self.actor,
+                action="dead_letter",
+                subject=f"effect/{effect.key}",
+                data={"reason": str(exc)},
+            )
+
+    # -- events -----------------------------------------------------------------
+
+    def publish(self, changes: Sequence[tuple[str, str, int]]) -> int:
+        """Publish canonical changes; event ids are derived, so a re-run is deduped."""
+        if self.stream is None or not changes:
+            return 0
+        built = []
+        with self.engine.connect() as conn:
+            records = Records(conn)
+            for entity_type, entity_id, version in changes:
+                history = {v.version: v for v in records.history(entity_type, entity_id)}
+                found = history.get(version)
+                if found is None:
+                    continue
+                built.append(
+                    CanonicalChange.create(
+                        entity_type=entity_type,
+                        entity_id=entity_id,
+                        version=version,
+                        system=found.system,
+                        changed_fields=list(found.changed_fields),
+                        data=found.data,
+                        trace_id=found.trace_id or f"{entity_type}/{entity_id}",
+                        time=found.at,
+                    )
+                )
+        self.stream.publish_many(built)
+        return len(built)

@@ -1,0 +1,118 @@
+"""The dispatcher: claims inbox events in micro-batches and runs their workflows.
+
+Each dispatcher thread claims up to ``batch_size`` due events (a lease, so a
+worker that dies releases them), waits up to ``batch_wait_ms`` for a batch to
+fill, and runs :func:`~accord.runtime.workflows.process_batch` under a
+workflow id derived from the claimed sequence numbers. Any number of worker
+processes on any machines can share one PostgreSQL store: claims skip each
+other's locked rows.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import structlog
+from dbos import SetWorkflowID
+
+from accord.config import RuntimeSettings
+from accord.errors import AccordError
+from accord.runtime.pipeline import Pipeline
+from accord.runtime.workflows import batch_workflow_id, process_batch
+from accord.store import Inbox
+from accord.store.tables import InboxStatus
+
+__all__ = ["Worker"]
+
+log = structlog.get_logger("accord.worker")
+
+
+class Worker:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        settings: RuntimeSettings | None = None,
+        *,
+        lease: timedelta = timedelta(seconds=30),
+    ) -> None:
+        self.pipeline = pipeline
+        self.settings = settings or RuntimeSettings()
+        self.lease = lease
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._busy = 0
+        self._lock = threading.Lock()
+        self.batches = 0
+
+    def run_once(self) -> int:
+        """Claim one batch and process it in this thread; returns the number of events."""
+        settings = self.settings
+        seqs = self.pipeline.claim(settings.batch_size, self.lease)
+        if not seqs:
+            return 0
+        deadline = time.monotonic() + settings.batch_wait_ms / 1000
+        while len(seqs) < settings.batch_size and time.monotonic() < deadline:
+            time.sleep(min(0.002, settings.batch_wait_ms / 1000))
+            seqs += self.pipeline.claim(settings.batch_size - len(seqs), self.lease)
+        seqs.sort()
+        with SetWorkflowID(batch_workflow_id(seqs)):
+            process_batch(seqs)
+        with self._lock:
+            self.batches += 1
+        return len(seqs)
+
+    def _loop(self) -> None:
+        idle = 0.001
+        while not self._stop.is_set():
+            try:
+                with self._lock:
+                    self._busy += 1
+                try:
+                    count = self.run_once()
+                finally:
+                    with self._lock:
+                        self._busy -= 1
+            except AccordError as exc:
+                log.warning("batch failed; its events return after the lease", error=str(exc))
+                count = 0
+            except Exception as exc:  # a failed workflow is dead-lettered by DBOS
+                log.error("batch workflow failed", error=repr(exc))
+                count = 0
+            if count == 0:
+                self._stop.wait(idle)
+                idle = min(idle * 2, 0.05)
+            else:
+                idle = 0.001
+
+    def start(self) -> Worker:
+        for index in range(self.settings.concurrency):
+            thread = threading.Thread(
+                target=self._loop, name=f"accord-dispatch-{index}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads.clear()
+
+    def pending(self) -> int:
+        with self.pipeline.engine.connect() as conn:
+            counts = Inbox(conn).counts()
+        return counts.get(InboxStatus.PENDING, 0) + counts.get(InboxStatus.FAILED, 0)
+
+    def drain(self, timeout: float = 60.0) -> bool:
+        """Wait until no event is waiting and no batch is in flight."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                busy = self._busy
+            if busy == 0 and self.pending() == 0:
+                return True
+            time.sleep(0.01)
+        return False

@@ -1,0 +1,86 @@
+"""The durable workflows of the runtime, on DBOS.
+
+High-volume intake is processed in micro-batches: one workflow per batch of
+inbox events, its id derived from the events' sequence numbers, so the same
+batch never runs twice and a crash resumes it at the step it stopped in. Each
+step is idempotent on its own (inbox status and the effect ledger), which is
+what makes a re-run step harmless. See ARCHITECTURE's throughput note for why
+one workflow per event could not keep up.
+
+The functions are registered with DBOS when this module is imported (that
+connects nothing); :func:`bind` hands them the pipeline before launch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from dbos import DBOS
+
+from accord.runtime.pipeline import Pipeline
+
+__all__ = ["batch_workflow_id", "bind", "process_batch", "replay_effect"]
+
+_bound: dict[str, Pipeline] = {}
+
+
+def bind(pipeline: Pipeline) -> None:
+    """Give the workflows the pipeline of this process (the composition root calls it)."""
+    _bound["pipeline"] = pipeline
+
+
+def _pipeline() -> Pipeline:
+    try:
+        return _bound["pipeline"]
+    except KeyError:
+        raise RuntimeError("runtime workflows used before bind(pipeline)") from None
+
+
+def batch_workflow_id(seqs: Sequence[int]) -> str:
+    """The id of the workflow that processes exactly these inbox events."""
+    digest = hashlib.sha256(",".join(map(str, seqs)).encode()).hexdigest()[:12]
+    return f"batch-{seqs[0]}-{seqs[-1]}-{digest}"
+
+
+@DBOS.step(retries_allowed=True, max_attempts=8, interval_seconds=0.05, backoff_rate=2.0)
+def apply_step(seqs: list[int]) -> dict[str, Any]:
+    outcome = _pipeline().apply_batch(seqs)
+    return {
+        "applied": outcome.applied,
+        "skipped": outcome.skipped,
+        "dead": outcome.dead,
+        "effects": outcome.effects,
+        "changes": [list(change) for change in outcome.changes],
+    }
+
+
+@DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=0.1, backoff_rate=2.0)
+def effects_step(keys: list[str]) -> dict[str, int]:
+    return _pipeline().run_effects(keys)
+
+
+@DBOS.step(retries_allowed=True, max_attempts=8, interval_seconds=0.1, backoff_rate=2.0)
+def publish_step(changes: list[list[Any]]) -> int:
+    return _pipeline().publish([(str(c[0]), str(c[1]), int(c[2])) for c in changes])
+
+
+@DBOS.workflow()
+def process_batch(seqs: list[int]) -> dict[str, Any]:
+    applied = apply_step(seqs)
+    done = effects_step(applied["effects"])
+    published = publish_step(applied["changes"])
+    return {
+        "events": len(seqs),
+        "applied": applied["applied"],
+        "dead": applied["dead"],
+        "effects": done,
+        "published": published,
+    }
+
+
+@DBOS.workflow()
+def replay_effect(key: str) -> dict[str, int]:
+    """Perform one dead-lettered effect again, after the cause has been fixed."""
+    return effects_step([key])

@@ -1,0 +1,152 @@
+"""The runtime on the embedded default: SQLite, DBOS, a real HTTP stand-in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from accord.bootstrap import Hub, build_hub
+from accord.config import Settings
+from accord.ownership import load_policy
+from accord.runtime.http_vendor import IdempotentHttpVendor
+from accord.runtime.pipeline import Route
+from accord.sandbox.recorder import Faults, RecorderServer
+from accord.store import Exceptions, Records, verify
+from accord.store.tables import inbox, records
+
+POLICY = load_policy(
+    """
+ownership:
+  systems: {crm: crm, erp: erp}
+  account:
+    owner: crm
+    fields:
+      payment_terms_days: erp
+"""
+)
+
+
+def account_event(i: int, **fields: object) -> dict[str, object]:
+    return {
+        "entity_type": "account",
+        "external_object": "Account",
+        "external_id": f"001{i:06d}",
+        "fields": {"legal_name": f"Customer {i} Ltd", **fields},
+    }
+
+
+@pytest.fixture
+def recorder() -> Iterator[RecorderServer]:
+    with RecorderServer(seed=3) as server:
+        yield server
+
+
+@pytest.fixture
+def hub(tmp_path: Path, recorder: RecorderServer) -> Iterator[Hub]:
+    settings = Settings.model_validate(
+        {
+            "database_url": f"sqlite:///{tmp_path / 'accord.db'}",
+            "runtime": {"retry": {"initial_interval": 0.001, "maximum_attempts": 25}},
+        }
+    )
+    hub = build_hub(
+        settings,
+        vendors={"erp": IdempotentHttpVendor(recorder.url)},
+        routes=[Route("account", "erp", "upsert_customer")],
+        policy=POLICY,
+    )
+    with hub:
+        yield hub
+
+
+def count(hub: Hub, table: object) -> int:
+    with hub.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(table)).scalar_one())  # type: ignore[arg-type]
+
+
+def test_events_flow_from_inbox_to_canonical_store_to_one_effect_each(
+    hub: Hub, recorder: RecorderServer
+) -> None:
+    for i in range(300):
+        assert hub.pipeline.ingest("crm", f"evt-{i}", "account.updated", account_event(i))
+    assert hub.worker.drain(60)
+    assert count(hub, records) == 300
+    assert recorder.stats()["objects"] == 300
+    with hub.engine.connect() as conn:
+        assert verify(conn).ok
+
+
+def test_a_redelivered_webhook_is_acknowledged_and_ignored(
+    hub: Hub, recorder: RecorderServer
+) -> None:
+    assert hub.pipeline.ingest("crm", "evt-1", "account.updated", account_event(1))
+    assert not hub.pipeline.ingest("crm", "evt-1", "account.updated", account_event(1))
+    assert hub.worker.drain(30)
+    assert count(hub, inbox) == 1
+    assert recorder.stats()["objects"] == 1
+
+
+def test_a_change_only_creates_a_new_version_and_a_new_effect(
+    hub: Hub, recorder: RecorderServer
+) -> None:
+    hub.pipeline.ingest("crm", "e1", "account.updated", account_event(1))
+    hub.pipeline.ingest("crm", "e2", "account.updated", account_event(1))  # same data
+    hub.pipeline.ingest("crm", "e3", "account.updated", account_event(1, domain="c1.example"))
+    assert hub.worker.drain(30)
+    with hub.engine.connect() as conn:
+        (row,) = conn.execute(select(records)).all()
+    assert row.version == 2
+    assert recorder.stats()["objects"] == 2
+
+
+def test_non_owner_change_becomes_an_ownership_conflict_and_is_not_applied(hub: Hub) -> None:
+    hub.pipeline.ingest("crm", "e1", "account.updated", account_event(1, payment_terms_days=30))
+    assert hub.worker.drain(30)
+    hub.pipeline.ingest("erp", "x1", "customer.updated", account_event(9, payment_terms_days=45))
+    hub.pipeline.ingest("crm", "e2", "account.updated", account_event(1, payment_terms_days=60))
+    assert hub.worker.drain(30)
+    with hub.engine.connect() as conn:
+        conflicts = Exceptions(conn).list(type="ownership_conflict")
+        record = Records(conn).get("account", _canonical_id(hub, 1))
+    assert record is not None and record.data["payment_terms_days"] == 30
+    assert any(c.context["incoming"] == 60 and c.context["owner"] == "erp" for c in conflicts)
+    assert all(c.role == "finance" for c in conflicts)
+
+
+def _canonical_id(hub: Hub, i: int) -> str:
+    from accord.store import Xref
+
+    with hub.engine.connect() as conn:
+        link = Xref(conn).by_external("crm", "Account", f"001{i:06d}")
+    assert link is not None
+    return link.canonical_id
+
+
+def test_poison_event_is_dead_lettered_and_never_blocks_the_others(
+    hub: Hub, recorder: RecorderServer
+) -> None:
+    hub.pipeline.ingest("crm", "ok-1", "account.updated", account_event(1))
+    hub.pipeline.ingest("crm", "bad", "account.updated", {"entity_type": "account"})
+    hub.pipeline.ingest("crm", "ok-2", "account.updated", account_event(2))
+    assert hub.worker.drain(30)
+    assert recorder.stats()["objects"] == 2
+    with hub.engine.connect() as conn:
+        (dead,) = Exceptions(conn).list(type="dead_letter")
+    assert "external_object" in dead.summary and dead.context["event_id"] == "bad"
+
+
+def test_effects_survive_vendor_faults_exactly_once(hub: Hub, recorder: RecorderServer) -> None:
+    recorder.faults = Faults(
+        error_rate=0.15, throttle_rate=0.1, retry_after=0.01, lost_response_rate=0.2
+    )
+    for i in range(100):
+        hub.pipeline.ingest("crm", f"evt-{i}", "account.updated", account_event(i))
+    assert hub.worker.drain(120)
+    stats = recorder.stats()
+    assert stats["objects"] == 100
+    assert stats["requests"]["write"] > 100
+    with hub.engine.connect() as conn:
+        assert Exceptions(conn).list(type="dead_letter") == []
