@@ -150,3 +150,74 @@ def test_effects_survive_vendor_faults_exactly_once(hub: Hub, recorder: Recorder
     assert stats["requests"]["write"] > 100
     with hub.engine.connect() as conn:
         assert Exceptions(conn).list(type="dead_letter") == []
+
+
+def test_poison_event_replays_to_success_after_the_fix(hub: Hub, recorder: RecorderServer) -> None:
+    from accord.runtime.dlq import dead_letters, replay
+    from accord.runtime.pipeline import CanonicalUpsert, InboundEvent
+
+    hub.pipeline.ingest("crm", "bad", "account.updated", {"id": "001X", "name": "Legacy Ltd"})
+    assert hub.worker.drain(30)
+    (letter,) = dead_letters(hub.engine)
+    assert letter.kind == "event" and "entity_type" in letter.reason
+
+    def legacy(event: InboundEvent) -> list[CanonicalUpsert]:  # the fix: a mapping for it
+        payload = event.payload
+        return [
+            CanonicalUpsert(
+                "account", "Account", str(payload["id"]), {"legal_name": payload["name"]}
+            )
+        ]
+
+    hub.pipeline.handlers["crm"] = legacy
+    assert replay(hub.engine, letter.id)["result"] == "queued"
+    assert hub.worker.drain(30)
+    assert dead_letters(hub.engine) == []
+    assert recorder.stats()["objects"] == 1
+
+
+def test_effect_refused_by_the_vendor_replays_once_the_vendor_recovers(
+    hub: Hub, recorder: RecorderServer
+) -> None:
+    from accord.runtime.dlq import dead_letters, replay
+    from accord.runtime.effects import EffectExecutor
+    from accord.runtime.pipeline import SqlLedger
+    from accord.runtime.retry import RetryPolicy
+
+    hub.pipeline.executor = EffectExecutor(
+        SqlLedger(hub.engine), hub.vendors, RetryPolicy(initial_interval=0, maximum_attempts=2)
+    )
+    recorder.faults = Faults(error_rate=1.0)
+    hub.pipeline.ingest("crm", "e1", "account.updated", account_event(1))
+    assert hub.worker.drain(30)
+    (letter,) = dead_letters(hub.engine)
+    assert letter.kind == "effect" and "gave up after 2 attempts" in letter.reason
+    recorder.faults = Faults()
+    result = replay(hub.engine, letter.id)
+    assert result["result"]["done"] == 1
+    assert recorder.stats()["objects"] == 1
+    assert dead_letters(hub.engine) == []
+
+
+def test_failed_workflow_is_dead_lettered_and_forked_from_its_failed_step(
+    hub: Hub, recorder: RecorderServer
+) -> None:
+    from accord.errors import TransientError
+    from accord.runtime.dlq import dead_letters, replay
+    from accord.runtime.pipeline import InboundEvent, passthrough
+
+    def down(event: InboundEvent) -> list[object]:
+        raise TransientError("the mapping service is down")
+
+    hub.pipeline.handlers["crm"] = down  # type: ignore[assignment]
+    hub.pipeline.ingest("crm", "e1", "account.updated", account_event(1))
+    deadline = __import__("time").monotonic() + 30
+    while not dead_letters(hub.engine) and __import__("time").monotonic() < deadline:
+        __import__("time").sleep(0.05)
+    hub.worker.stop()
+    letters = dead_letters(hub.engine)
+    assert letters and letters[0].kind == "workflow"
+    hub.pipeline.handlers["crm"] = passthrough
+    result = replay(hub.engine, letters[0].id)
+    assert result["from_step"] >= 1 and result["result"]["applied"] == 1
+    assert recorder.stats()["objects"] == 1

@@ -180,8 +180,9 @@ class EffectExecutor:
                     self._ledger.fail(effect.key, str(exc))
                     raise EffectFailed(effect, str(exc), retryable=False, attempts=attempt) from exc
                 if attempt >= policy.maximum_attempts:
-                    self._ledger.fail(effect.key, f"gave up after {attempt} attempts: {exc}")
-                    raise EffectFailed(effect, str(exc), retryable=True, attempts=attempt) from exc
+                    reason = f"gave up after {attempt} attempts: {exc}"
+                    self._ledger.fail(effect.key, reason)
+                    raise EffectFailed(effect, reason, retryable=True, attempts=attempt) from exc
                 self._sleep(policy.delay(attempt, exc.retry_after))
                 look_first = True  # a lost response may have been applied: look first
                 continue

@@ -272,9 +272,10 @@ class Pipeline:
                 system, event_id, event_type=event_type, payload=dict(payload), trace_id=trace_id
             )
 
-    def claim(self, limit: int, lease: timedelta) -> list[int]:
+    def claim(self, limit: int, lease: timedelta) -> list[tuple[int, int]]:
+        """Claim due events under a lease; returns (seq, attempt) pairs."""
         with self.engine.begin() as conn:
-            return [event.seq for event in Inbox(conn).claim_batch(limit, lease=lease)]
+            return [(e.seq, e.attempts) for e in Inbox(conn).claim_batch(limit, lease=lease)]
 
     # -- apply ------------------------------------------------------------------
 

@@ -19,9 +19,9 @@ from dbos import SetWorkflowID
 
 from accord.config import RuntimeSettings
 from accord.errors import AccordError
-from accord.runtime.pipeline import Pipeline
+from accord.runtime.pipeline import DEAD_LETTER, Pipeline
 from accord.runtime.workflows import batch_workflow_id, process_batch
-from accord.store import Inbox
+from accord.store import Exceptions, Inbox
 from accord.store.tables import InboxStatus
 
 __all__ = ["Worker"]
@@ -49,19 +49,41 @@ class Worker:
     def run_once(self) -> int:
         """Claim one batch and process it in this thread; returns the number of events."""
         settings = self.settings
-        seqs = self.pipeline.claim(settings.batch_size, self.lease)
-        if not seqs:
+        claimed = self.pipeline.claim(settings.batch_size, self.lease)
+        if not claimed:
             return 0
         deadline = time.monotonic() + settings.batch_wait_ms / 1000
-        while len(seqs) < settings.batch_size and time.monotonic() < deadline:
+        while len(claimed) < settings.batch_size and time.monotonic() < deadline:
             time.sleep(min(0.002, settings.batch_wait_ms / 1000))
-            seqs += self.pipeline.claim(settings.batch_size - len(seqs), self.lease)
-        seqs.sort()
-        with SetWorkflowID(batch_workflow_id(seqs)):
-            process_batch(seqs)
+            claimed += self.pipeline.claim(settings.batch_size - len(claimed), self.lease)
+        claimed.sort()
+        seqs = [seq for seq, _ in claimed]
+        workflow_id = batch_workflow_id(claimed)
+        try:
+            with SetWorkflowID(workflow_id):
+                process_batch(seqs)
+        except Exception as exc:
+            self._dead_letter(workflow_id, seqs, exc)
+            raise
         with self._lock:
             self.batches += 1
         return len(seqs)
+
+    def _dead_letter(self, workflow_id: str, seqs: list[int], exc: Exception) -> None:
+        """A workflow that failed for good is dead-lettered, visible as an exception."""
+        with self.pipeline.engine.begin() as conn:
+            Exceptions(conn).raise_(
+                DEAD_LETTER,
+                role="admin",
+                summary=f"workflow {workflow_id} failed: {exc}",
+                context={
+                    "kind": "workflow",
+                    "workflow_id": workflow_id,
+                    "seqs": seqs,
+                    "reason": str(exc),
+                },
+                dedupe_key=f"workflow:{workflow_id}",
+            )
 
     def _loop(self) -> None:
         idle = 0.001

@@ -38,13 +38,19 @@ def _pipeline() -> Pipeline:
         raise RuntimeError("runtime workflows used before bind(pipeline)") from None
 
 
-def batch_workflow_id(seqs: Sequence[int]) -> str:
-    """The id of the workflow that processes exactly these inbox events."""
-    digest = hashlib.sha256(",".join(map(str, seqs)).encode()).hexdigest()[:12]
-    return f"batch-{seqs[0]}-{seqs[-1]}-{digest}"
+def batch_workflow_id(claimed: Sequence[tuple[int, int]]) -> str:
+    """The id of the workflow for exactly these claimed events (seq and attempt).
+
+    The attempt is part of it so that an event claimed again (lease expired,
+    or replayed from the dead letters) runs in a new workflow, while the same
+    claim can never start two.
+    """
+    text = ",".join(f"{seq}.{attempt}" for seq, attempt in claimed)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+    return f"batch-{claimed[0][0]}-{claimed[-1][0]}-{digest}"
 
 
-@DBOS.step(retries_allowed=True, max_attempts=8, interval_seconds=0.05, backoff_rate=2.0)
+@DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=0.02, backoff_rate=2.0)
 def apply_step(seqs: list[int]) -> dict[str, Any]:
     outcome = _pipeline().apply_batch(seqs)
     return {
