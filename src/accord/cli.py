@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
@@ -17,9 +19,16 @@ from accord.billing.engine import fmt, price_text
 from accord.billing.model import BillingRun
 from accord.billing.recognition import LineRevenue, recognise_run
 from accord.billing.scenario import load_scenario, run_to_json, simulate
+from accord.config import EXAMPLE, Settings, load_settings
 from accord.errors import InvalidInput
 
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
 __all__ = ["app", "main"]
+
+# The hub's commands import the runtime (DBOS, SQLAlchemy, NATS) when they run,
+# so that `accord bill` and `accord --help` start quickly.
 
 app = typer.Typer(
     name="accord",
@@ -155,6 +164,165 @@ def _render_revenue(revenue: tuple[LineRevenue, ...], console: Console) -> None:
         for line in lines:
             console.print(f"  {line.contract_line}: {line.trace}", highlight=False)
         console.print()
+
+
+# -- the hub -------------------------------------------------------------------
+
+audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=True)
+events_app = typer.Typer(help="The canonical event stream.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+app.add_typer(events_app, name="events")
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="accord.yaml (default: ACCORD_CONFIG or ./accord.yaml)."),
+]
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except InvalidInput as exc:
+        typer.echo(f"accord: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _engine(config: Path | None) -> Engine:
+    from accord.store import make_engine, upgrade
+
+    engine = make_engine(_settings(config).database_url)
+    upgrade(engine)
+    return engine
+
+
+@app.command()
+def init(
+    path: Annotated[Path, typer.Argument(help="Where to write the example.")] = Path("accord.yaml"),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a commented example accord.yaml."""
+    if path.exists() and not force:
+        typer.echo(f"accord init: {path} exists (use --force to overwrite)", err=True)
+        raise typer.Exit(2)
+    path.write_text(EXAMPLE)
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def worker(
+    config: ConfigOption = None,
+    worker_id: Annotated[
+        str | None, typer.Option("--id", help="Executor id (default: ACCORD_WORKER_ID or local).")
+    ] = None,
+) -> None:
+    """Run a worker: claim inbox events in batches and run their workflows until stopped."""
+    from accord.bootstrap import build_hub
+
+    settings = _settings(config)
+    hub = build_hub(settings, executor_id=worker_id)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    hub.start()
+    typer.echo(f"accord worker {hub.executor_id} running on {_redact(settings.database_url)}")
+    try:
+        stop.wait()
+    finally:
+        hub.stop()
+        typer.echo("accord worker stopped")
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@app.command()
+def dlq(
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List dead letters: events, effects and workflows that failed, with their reasons."""
+    from accord.runtime.dlq import dead_letters
+
+    letters = dead_letters(_engine(config), include_workflows=False)
+    if as_json:
+        rows = [
+            {
+                "id": d.id,
+                "kind": d.kind,
+                "reason": d.reason,
+                "age_seconds": d.age.total_seconds() if d.age else None,
+                "context": d.context,
+            }
+            for d in letters
+        ]
+        sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
+        return
+    if not letters:
+        typer.echo("No dead letters.")
+        return
+    table = Table(title="Dead letters")
+    for column in ("Id", "Kind", "Age", "Reason"):
+        table.add_column(column, overflow="fold")
+    for d in letters:
+        table.add_row(d.id, d.kind, str(d.age).split(".")[0] if d.age else "", d.reason)
+    Console().print(table)
+
+
+@app.command()
+def replay(
+    dead_letter_id: Annotated[str, typer.Argument(metavar="ID", help="Dead letter id.")],
+    config: ConfigOption = None,
+) -> None:
+    """Replay a dead letter after the fix (requeue, re-perform, or resume a workflow)."""
+    from accord.bootstrap import build_hub
+    from accord.runtime.dlq import replay as run_replay
+
+    settings = _settings(config)
+    hub = build_hub(settings)
+    hub.start(dispatch=False)
+    try:
+        result = run_replay(hub.engine, dead_letter_id, actor="cli")
+    except InvalidInput as exc:
+        typer.echo(f"accord replay: {exc}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        hub.stop()
+    typer.echo(json.dumps(result, default=str))
+
+
+@audit_app.command("verify")
+def audit_verify(config: ConfigOption = None) -> None:
+    """Check the audit log's hash chain; exit 1 if an entry was altered, inserted or deleted."""
+    from accord.store import verify
+
+    with _engine(config).connect() as conn:
+        report = verify(conn)
+    typer.echo(str(report))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@events_app.command("replay")
+def events_replay(
+    since: Annotated[str, typer.Option("--since", help="Sequence number or ISO-8601 time.")],
+    config: ConfigOption = None,
+) -> None:
+    """Print canonical change events from the stream, one JSON line each."""
+    from accord.events.stream import open_stream, replay_to_lines
+
+    settings = _settings(config)
+    stream = open_stream(settings.nats_url, instance=settings.instance)
+    try:
+        for line in replay_to_lines(stream, since):
+            sys.stdout.write(line + "\n")
+    except InvalidInput as exc:
+        typer.echo(f"accord events replay: {exc}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        stream.close()
 
 
 def main() -> None:
