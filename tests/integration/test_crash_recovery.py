@@ -84,9 +84,7 @@ def done_count(engine: Engine) -> int:
         )
 
 
-def run_with_kills(
-    engine: Engine, config: Path, log: Path, kills: int, seed: int
-) -> list[int]:
+def run_with_kills(engine: Engine, config: Path, log: Path, kills: int, seed: int) -> list[int]:
     """Kill the worker ``kills`` times; returns how many events were done at each kill."""
     rng = random.Random(seed)
     progress: list[int] = []
