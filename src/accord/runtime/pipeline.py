@@ -272,6 +272,14 @@ class Pipeline:
                 system, event_id, event_type=event_type, payload=dict(payload), trace_id=trace_id
             )
 
+    def ingest_many(self, events: Sequence[Mapping[str, Any]], chunk: int = 1000) -> int:
+        """Store many inbound events (a backfill); returns how many were new."""
+        accepted = 0
+        for start in range(0, len(events), chunk):
+            with self.engine.begin() as conn:
+                accepted += Inbox(conn).accept_many(events[start : start + chunk])
+        return accepted
+
     def claim(self, limit: int, lease: timedelta) -> list[tuple[int, int]]:
         """Claim due events under a lease; returns (seq, attempt) pairs."""
         with self.engine.begin() as conn:

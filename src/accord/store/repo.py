@@ -601,6 +601,39 @@ class Inbox:
         }
         return _insert_new(self._conn, inbox, values, "system", "event_id")
 
+    def accept_many(self, events: Iterable[Mapping[str, Any]]) -> int:
+        """Store many events in one statement (backfills); redeliveries are skipped.
+
+        Each mapping has ``system``, ``event_id``, ``event_type``, ``payload`` and
+        optionally ``trace_id``. Returns how many were new.
+        """
+        now = _require_aware(self._clock())
+        rows = [
+            {
+                "system": e["system"],
+                "event_id": e["event_id"],
+                "received_at": now,
+                "event_type": e["event_type"],
+                "payload": json_document(e["payload"]),
+                "status": InboxStatus.PENDING.value,
+                "attempts": 0,
+                "trace_id": e.get("trace_id"),
+            }
+            for e in events
+        ]
+        if not rows:
+            return 0
+        statement = (
+            _dialect_insert(self._conn, inbox)
+            .on_conflict_do_nothing(index_elements=["system", "event_id"])
+            .returning(inbox.c.seq)
+        )
+        return (
+            len(self._conn.execute(statement, rows).all())
+            if len(rows) == 1
+            else sum(1 for _ in self._conn.execute(statement.values(rows)).all())
+        )
+
     def get(self, system: str, event_id: str) -> InboxEvent | None:
         row = self._conn.execute(
             select(inbox).where(inbox.c.system == system, inbox.c.event_id == event_id)
