@@ -625,14 +625,11 @@ class Inbox:
             return 0
         statement = (
             _dialect_insert(self._conn, inbox)
+            .values(rows)
             .on_conflict_do_nothing(index_elements=["system", "event_id"])
             .returning(inbox.c.seq)
         )
-        return (
-            len(self._conn.execute(statement, rows).all())
-            if len(rows) == 1
-            else sum(1 for _ in self._conn.execute(statement.values(rows)).all())
-        )
+        return len(self._conn.execute(statement).all())
 
     def get(self, system: str, event_id: str) -> InboxEvent | None:
         row = self._conn.execute(
