@@ -75,6 +75,7 @@ def test_events_flow_from_inbox_to_canonical_store_to_one_effect_each(
     assert hub.worker.drain(60)
     assert count(hub, records) == 300
     assert recorder.stats()["objects"] == 300
+    assert hub.pipeline.fallbacks == 0  # the batch path did the work
     with hub.engine.connect() as conn:
         assert verify(conn).ok
 

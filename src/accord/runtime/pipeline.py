@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+import structlog
+from sqlalchemy import Connection, Engine, Table, bindparam, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from accord.domain.ids import deterministic_id
-from accord.errors import AccordError, InvalidInput
+from accord.errors import AccordError, InvalidInput, RuleViolation, TransientError
 from accord.events.envelope import CanonicalChange
 from accord.events.stream import EventStream
 from accord.ownership import (
@@ -47,9 +49,27 @@ from accord.runtime.effects import (
     effect_key,
     request_digest,
 )
-from accord.store import Effects, Exceptions, Inbox, Records, Xref, append
+from accord.store import (
+    Effects,
+    Exceptions,
+    Inbox,
+    PutItem,
+    Records,
+    Xref,
+    append,
+    append_many,
+    content_digest,
+)
 from accord.store.repo import utc_now
-from accord.store.tables import EffectStatus, InboxStatus, echo_state, effects, inbox
+from accord.store.tables import (
+    EffectStatus,
+    InboxStatus,
+    audit_head,
+    echo_state,
+    effects,
+    inbox,
+    xref,
+)
 
 __all__ = [
     "CanonicalUpsert",
@@ -61,6 +81,8 @@ __all__ = [
     "StoreEcho",
     "passthrough",
 ]
+
+log = structlog.get_logger("accord.pipeline")
 
 #: Which role's queue an ownership conflict goes to, by the owning system's role.
 ROLE_OF_SYSTEM_ROLE = {"crm": "sales_ops", "erp": "finance", "billing": "finance", "psa": "pmo"}
@@ -167,6 +189,66 @@ class StoreEcho(EchoMemory):
             )
 
 
+class BulkEcho(EchoMemory):
+    """Echo memory for a batch: loaded in one query, written back in one statement."""
+
+    def __init__(self, conn: Connection, keys: Iterable[tuple[str, str]]) -> None:
+        self._conn = conn
+        self._state: dict[EchoKey, FieldSync] = {}
+        self._dirty: set[EchoKey] = set()
+        wanted = sorted(set(keys))
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            for row in conn.execute(
+                select(echo_state).where(
+                    tuple_(echo_state.c.entity_type, echo_state.c.entity_id).in_(chunk)
+                )
+            ):
+                key = EchoKey(row.system, row.entity_type, row.entity_id, row.field)
+                self._state[key] = FieldSync(row.pending_echo, row.last_seen)
+
+    def load(self, key: EchoKey) -> FieldSync | None:
+        return self._state.get(key)
+
+    def store(self, key: EchoKey, state: FieldSync) -> None:
+        self._state[key] = state
+        self._dirty.add(key)
+
+    def flush(self) -> None:
+        if not self._dirty:
+            return
+        rows = [
+            {
+                "system": k.system,
+                "entity_type": k.entity_type,
+                "entity_id": k.entity_id,
+                "field": k.field,
+                "pending_echo": self._state[k].pending_echo,
+                "last_seen": self._state[k].last_seen,
+            }
+            for k in sorted(
+                self._dirty, key=lambda k: (k.system, k.entity_type, k.entity_id, k.field)
+            )
+        ]
+        statement = _upsert(self._conn, echo_state).values(rows)
+        self._conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["system", "entity_type", "entity_id", "field"],
+                set_={
+                    "pending_echo": statement.excluded.pending_echo,
+                    "last_seen": statement.excluded.last_seen,
+                },
+            )
+        )
+        self._dirty.clear()
+
+
+def _upsert(conn: Connection, table: Table) -> Any:
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
 class SqlLedger:
     """The effect ledger in the store; every call is its own committed transaction."""
 
@@ -255,6 +337,8 @@ class Pipeline:
             self.routes.setdefault(route.entity_type, []).append(route)
         self.stream = stream
         self.actor = actor
+        #: Batches that had to be applied one event at a time (a health signal).
+        self.fallbacks = 0
 
     # -- intake -----------------------------------------------------------------
 
@@ -291,10 +375,260 @@ class Pipeline:
         return self.handlers.get(system) or self.handlers.get("*") or passthrough
 
     def apply_batch(self, seqs: Sequence[int]) -> BatchOutcome:
+        """Apply a batch in one transaction; on any trouble, event by event.
+
+        The fast path reads and writes the whole batch in a handful of
+        statements. If it fails (a constraint, a record changed underneath), the
+        batch is applied again one event per transaction, which isolates the
+        event at fault and lets every other one through.
+        """
         result = BatchOutcome()
-        for seq in seqs:
-            self._apply_one(seq, result)
+        try:
+            poison = self._apply_bulk(seqs, result)
+        except TransientError:
+            raise
+        except Exception as exc:  # any failure falls back to the safe path
+            log.info("bulk apply fell back to one event at a time", error=repr(exc))
+            self.fallbacks += 1
+            result = BatchOutcome()
+            for seq in seqs:
+                self._apply_one(seq, result)
+            return result
+        for seq, reason in poison:
+            self._dead_letter_event(seq, reason)
+            result.dead += 1
         return result
+
+    def _apply_bulk(self, seqs: Sequence[int], result: BatchOutcome) -> list[tuple[int, Exception]]:
+        poison: list[tuple[int, Exception]] = []
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "sqlite":
+                # take SQLite's write lock before reading, so nothing moves underneath
+                conn.execute(update(audit_head).where(audit_head.c.id == 1).values(id=1))
+            rows = conn.execute(
+                select(inbox)
+                .where(inbox.c.seq.in_(list(seqs)))
+                .order_by(inbox.c.seq)
+                .with_for_update()
+            ).all()
+            work: list[tuple[InboundEvent, Sequence[CanonicalUpsert]]] = []
+            for row in rows:
+                if row.status == InboxStatus.DONE.value:
+                    outcome = row.outcome or {}
+                    result.skipped += 1
+                    result.effects.extend(outcome.get("effects", []))
+                    result.changes.extend(tuple(c) for c in outcome.get("changes", []))
+                    continue
+                if row.status == InboxStatus.DEAD.value:
+                    result.skipped += 1
+                    continue
+                event = InboundEvent(
+                    row.seq, row.system, row.event_id, row.event_type, row.payload, row.trace_id
+                )
+                try:
+                    work.append((event, self.handler_for(event.system)(event)))
+                except AccordError as exc:
+                    if exc.retryable:
+                        raise
+                    poison.append((event.seq, exc))
+            if not work:
+                return poison
+            ids = self._canonical_ids(conn, work)
+            keys = {
+                (u.entity_type, ids[(e.system, u.external_object, u.external_id)])
+                for e, ups in work
+                for u in ups
+            }
+            stored = Records(conn).get_many(keys, lock=True)
+            state: dict[tuple[str, str], dict[str, Any]] = {
+                k: dict(r.data) for k, r in stored.items()
+            }
+            version: dict[tuple[str, str], int] = {k: r.version for k, r in stored.items()}
+            echo = BulkEcho(conn, keys)
+            puts: list[PutItem] = []
+            expected: list[int] = []
+            audit: list[tuple[str, str, str, Mapping[str, Any] | None]] = []
+            intents: list[dict[str, Any]] = []
+            outcomes: list[dict[str, Any]] = []
+            exceptions = Exceptions(conn)
+            now = utc_now()
+            for event, upserts in work:
+                event_keys: list[str] = []
+                event_changes: list[tuple[str, str, int]] = []
+                for upsert in upserts:
+                    cid = ids[(event.system, upsert.external_object, upsert.external_id)]
+                    key = (upsert.entity_type, cid)
+                    current = state.get(key)
+                    decision = decide(
+                        self.policy,
+                        upsert.entity_type,
+                        current,
+                        upsert.fields,
+                        event.system,
+                        echo,
+                        entity_id=cid,
+                    )
+                    record_inbound(echo, decision)
+                    for conflict in decision.conflicts:
+                        self._conflict(exceptions, conflict, event.trace_id)
+                    changes = decision.changes
+                    if not changes:
+                        continue
+                    data = dict(current or {})
+                    data.update(changes)
+                    if current is not None and content_digest(data) == content_digest(current):
+                        continue
+                    state[key] = data
+                    version[key] = version.get(key, 0) + 1
+                    puts.append(
+                        PutItem(
+                            upsert.entity_type, cid, data, event.system, self.actor, event.trace_id
+                        )
+                    )
+                    expected.append(version[key])
+                    event_changes.append((upsert.entity_type, cid, version[key]))
+                    audit.append(
+                        (
+                            f"{self.actor}:{event.system}",
+                            "record.changed",
+                            f"{upsert.entity_type}/{cid}",
+                            {
+                                "version": version[key],
+                                "fields": sorted(changes),
+                                "event": f"{event.system}:{event.event_id}",
+                            },
+                        )
+                    )
+                    for route in self.routes.get(upsert.entity_type, ()):
+                        if route.target == event.system:
+                            continue
+                        fields = outbound(
+                            self.policy, upsert.entity_type, data, route.target, echo, entity_id=cid
+                        )
+                        if not fields:
+                            continue
+                        record_outbound(echo, route.target, upsert.entity_type, cid, fields)
+                        request = {
+                            "entity_type": upsert.entity_type,
+                            "id": cid,
+                            "version": version[key],
+                            "fields": fields,
+                        }
+                        effect_id = effect_key(
+                            route.target,
+                            route.operation,
+                            upsert.entity_type,
+                            cid,
+                            str(version[key]),
+                        )
+                        intents.append(
+                            {
+                                "idempotency_key": effect_id,
+                                "system": route.target,
+                                "operation": route.operation,
+                                "request_digest": request_digest(request),
+                                "status": EffectStatus.INTENT.value,
+                                "attempts": 0,
+                                "created_at": now,
+                                "updated_at": now,
+                                "trace_id": event.trace_id,
+                                "request": request,
+                            }
+                        )
+                        event_keys.append(effect_id)
+                outcomes.append(
+                    {
+                        "b_seq": event.seq,
+                        "outcome": {
+                            "effects": event_keys,
+                            "changes": [list(c) for c in event_changes],
+                        },
+                    }
+                )
+                result.applied += 1
+                result.effects.extend(event_keys)
+                result.changes.extend(event_changes)
+            written = Records(conn).put_many(puts)
+            if [w.version for w in written] != expected:
+                raise RuleViolation("records changed while the batch was applied")
+            append_many(conn, audit)
+            echo.flush()
+            if intents:
+                conn.execute(
+                    _upsert(conn, effects)
+                    .values(intents)
+                    .on_conflict_do_nothing(index_elements=["idempotency_key"])
+                )
+            conn.execute(
+                update(inbox)
+                .where(inbox.c.seq == bindparam("b_seq"))
+                .values(
+                    status=InboxStatus.DONE.value,
+                    processed_at=now,
+                    error=None,
+                    outcome=bindparam("outcome"),
+                ),
+                outcomes,
+            )
+        return poison
+
+    def _canonical_ids(
+        self, conn: Connection, work: Sequence[tuple[InboundEvent, Sequence[CanonicalUpsert]]]
+    ) -> dict[tuple[str, str, str], str]:
+        """Canonical id of every external key in the batch, linking the new ones."""
+        wanted = {
+            (e.system, u.external_object, u.external_id): u.entity_type
+            for e, ups in work
+            for u in ups
+        }
+        ids: dict[tuple[str, str, str], str] = {}
+        keys = sorted(wanted)
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            for row in conn.execute(
+                select(
+                    xref.c.system, xref.c.external_object, xref.c.external_id, xref.c.canonical_id
+                ).where(
+                    tuple_(xref.c.system, xref.c.external_object, xref.c.external_id).in_(chunk)
+                )
+            ):
+                ids[(row.system, row.external_object, row.external_id)] = row.canonical_id
+        links = []
+        for (system, obj, ext), entity_type in wanted.items():
+            if (system, obj, ext) in ids:
+                continue
+            cid = str(deterministic_id(entity_type, system, obj, ext))
+            ids[(system, obj, ext)] = cid
+            links.append(
+                {
+                    "entity_type": entity_type,
+                    "canonical_id": cid,
+                    "system": system,
+                    "external_object": obj,
+                    "external_id": ext,
+                }
+            )
+        if links:
+            conn.execute(_upsert(conn, xref).values(links).on_conflict_do_nothing())
+        return ids
+
+    def _conflict(self, exceptions: Exceptions, conflict: Any, trace_id: str | None) -> None:
+        owner_role = self.policy.systems.get(conflict.owner, conflict.owner)
+        exceptions.raise_(
+            "ownership_conflict",
+            role=ROLE_OF_SYSTEM_ROLE.get(owner_role, "admin"),
+            summary=conflict.message,
+            context={
+                "entity_type": conflict.entity_type,
+                "id": conflict.entity_id,
+                "field": conflict.field,
+                "current": conflict.current,
+                "incoming": conflict.incoming,
+                "owner": conflict.owner,
+                "source": conflict.source,
+            },
+            trace_id=trace_id,
+        )
 
     def _apply_one(self, seq: int, result: BatchOutcome) -> None:
         try:

@@ -27,12 +27,12 @@ tests can pin "now" and ages are exact.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table, and_, func, or_, select, update
+from sqlalchemy import Connection, Row, Table, and_, bindparam, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from accord.domain.ids import new_id
@@ -53,6 +53,7 @@ from accord.store.tables import (
 )
 
 __all__ = [
+    "PutItem",
     "EFFECT_LIFECYCLE",
     "EXCEPTION_LIFECYCLE",
     "Clock",
@@ -216,6 +217,18 @@ class StoredRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class PutItem:
+    """One write of :meth:`Records.put_many`."""
+
+    entity_type: str
+    id: str
+    data: Mapping[str, Any]
+    system: str
+    actor: str
+    trace_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class RecordVersion:
     """One version of a record: who changed which fields, from where, when."""
 
@@ -336,6 +349,119 @@ class Records:
             )
         )
         return PutResult(version, changed, created=current is None)
+
+    def get_many(
+        self, keys: Iterable[tuple[str, str]], *, lock: bool = False
+    ) -> dict[tuple[str, str], StoredRecord]:
+        """Current versions of many records in one query (``lock``: FOR UPDATE)."""
+        wanted = sorted(set(keys))
+        found: dict[tuple[str, str], StoredRecord] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            query = select(records).where(tuple_(records.c.entity_type, records.c.id).in_(chunk))
+            if lock:
+                query = query.with_for_update()
+            for row in self._conn.execute(query):
+                found[(row.entity_type, row.id)] = StoredRecord(
+                    entity_type=row.entity_type,
+                    id=row.id,
+                    version=row.version,
+                    data=row.data,
+                    digest=row.digest,
+                    updated_by_system=row.updated_by_system,
+                    updated_at=row.updated_at,
+                )
+        return found
+
+    def put_many(self, items: Sequence[PutItem]) -> list[PutResult]:
+        """:meth:`put` for many records in a few statements (a batch of events).
+
+        Items are applied in order, so the same record may appear several times
+        and gets one version per real change. Call it in a transaction that
+        already holds the write lock (SQLite) or with ``get_many(lock=True)``
+        rows (PostgreSQL): the versions it bases on must not move underneath.
+        """
+        now = _require_aware(self._clock())
+        base = self.get_many(((i.entity_type, i.id) for i in items), lock=True)
+        current: dict[tuple[str, str], StoredRecord] = dict(base)
+        results: list[PutResult] = []
+        versions: list[dict[str, Any]] = []
+        for item in items:
+            key = (item.entity_type, item.id)
+            document = json_document(item.data)
+            digest = content_digest(document)
+            before = current.get(key)
+            if before is not None and before.digest == digest:
+                results.append(PutResult(before.version, (), created=False))
+                continue
+            changed = changed_fields({} if before is None else before.data, document)
+            version = 1 if before is None else before.version + 1
+            current[key] = StoredRecord(
+                item.entity_type, item.id, version, document, digest, item.system, now
+            )
+            versions.append(
+                {
+                    "entity_type": item.entity_type,
+                    "id": item.id,
+                    "version": version,
+                    "data": document,
+                    "changed_fields": list(changed),
+                    "system": item.system,
+                    "actor": item.actor,
+                    "trace_id": item.trace_id,
+                    "at": now,
+                }
+            )
+            results.append(PutResult(version, changed, created=before is None))
+        new_rows = [
+            {
+                "entity_type": rec.entity_type,
+                "id": rec.id,
+                "version": rec.version,
+                "data": rec.data,
+                "digest": rec.digest,
+                "updated_by_system": rec.updated_by_system,
+                "updated_at": rec.updated_at,
+            }
+            for key, rec in current.items()
+            if key not in base
+        ]
+        changed_rows = [
+            {
+                "b_type": rec.entity_type,
+                "b_id": rec.id,
+                "b_old": base[key].version,
+                "version": rec.version,
+                "data": rec.data,
+                "digest": rec.digest,
+                "updated_by_system": rec.updated_by_system,
+                "updated_at": rec.updated_at,
+            }
+            for key, rec in current.items()
+            if key in base and rec.version != base[key].version
+        ]
+        if new_rows:
+            self._conn.execute(records.insert(), new_rows)
+        if changed_rows:
+            self._conn.execute(
+                update(records)
+                .where(
+                    records.c.entity_type == bindparam("b_type"),
+                    records.c.id == bindparam("b_id"),
+                    records.c.version == bindparam("b_old"),
+                )
+                .values(
+                    version=bindparam("version"),
+                    data=bindparam("data"),
+                    digest=bindparam("digest"),
+                    updated_by_system=bindparam("updated_by_system"),
+                    updated_at=bindparam("updated_at"),
+                ),
+                changed_rows,
+            )
+        if versions:
+            self._conn.execute(record_versions.insert(), versions)
+        return results
 
     def history(self, entity_type: str, id: str) -> list[RecordVersion]:
         """Every version of the record, oldest first."""
