@@ -76,6 +76,9 @@ def test_events_flow_from_inbox_to_canonical_store_to_one_effect_each(
     assert count(hub, records) == 300
     assert recorder.stats()["objects"] == 300
     assert hub.pipeline.fallbacks == 0  # the batch path did the work
+    requests = recorder.stats()["requests"]
+    assert requests["batch"] <= 300 / 2  # effects travel in vendor batches
+    assert requests["write"] == 300
     with hub.engine.connect() as conn:
         assert verify(conn).ok
 

@@ -79,9 +79,18 @@ def test_intent_left_by_a_crash_is_resolved_by_looking_the_object_up(
     # a worker that crashed after the vendor applied the call but before recording it
     crashed = MemoryLedger()
     crashed.intend(effect(1), request_digest(effect(1).request))
+    crashed.attempt(effect(1).key)  # the attempt is recorded before the call goes out
     outcome = executor(server, crashed).execute(effect(1))
     assert outcome.replayed and server.stats()["objects"] == 1
     assert server.stats()["requests"].get("lookup", 0) >= 1
+
+
+def test_an_intent_never_attempted_is_sent_without_a_look_up(server: RecorderServer) -> None:
+    ledger = MemoryLedger()
+    ledger.intend(effect(1), request_digest(effect(1).request))
+    executor(server, ledger).execute(effect(1))
+    assert server.stats()["requests"].get("lookup", 0) == 0
+    assert server.stats()["objects"] == 1
 
 
 def test_vendor_rejection_is_not_retried_and_is_recorded(server: RecorderServer) -> None:

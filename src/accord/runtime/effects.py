@@ -16,7 +16,7 @@ import hashlib
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -115,6 +115,17 @@ class Vendor(ABC):
     def lookup(self, effect: Effect) -> EffectOutcome | None:
         """The outcome of an earlier attempt of this effect, if the vendor has it."""
 
+    batch_size: int = 0
+    """How many effects one vendor call may carry; 0 when the vendor has no batch API."""
+
+    def perform_many(self, batch: Sequence[Effect]) -> list[EffectOutcome | AccordError]:
+        """Send several effects in one call (sObject collections, batch endpoints).
+
+        Returns one outcome or error per effect, in order; raises for a fault of
+        the whole call. Only called when ``batch_size`` is above zero.
+        """
+        raise NotImplementedError
+
 
 class EffectFailed(AccordError):
     """An effect could not be applied; ``retryable`` says whether retrying may help."""
@@ -142,6 +153,9 @@ class EffectExecutor:
         self._policy = policy or RetryPolicy()
         self._sleep = sleep
 
+    def vendor(self, system: str) -> Vendor | None:
+        return self._vendors.get(system)
+
     def execute(self, effect: Effect) -> EffectOutcome:
         vendor = self._vendors.get(effect.system)
         if vendor is None:
@@ -157,8 +171,10 @@ class EffectExecutor:
                 )
             if entry.status == "done":
                 return EffectOutcome(entry.external_id, entry.result or {}, replayed=True)
-            # intent, doubt or failed: the vendor may have applied an earlier attempt
-            return self._attempts(effect, vendor, look_first=True)
+            # an intent never attempted cannot have reached the vendor; any other
+            # (attempted, doubt, failed) may have: look it up before sending again
+            untried = entry.status == "intent" and entry.attempts == 0
+            return self._attempts(effect, vendor, look_first=not untried)
         self._ledger.intend(effect, digest)
         return self._attempts(effect, vendor, look_first=False)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -60,6 +61,29 @@ class IdempotentHttpVendor(Vendor):
             raise self._classify(response)
         data: dict[str, Any] = response.json()
         return EffectOutcome(str(data["id"]), data)
+
+    batch_size = 100
+
+    def perform_many(self, batch: Sequence[Effect]) -> list[EffectOutcome | AccordError]:
+        """``POST {path}/batch`` with one idempotency key per item."""
+        items = [{"idempotency_key": e.key, "body": dict(e.request)} for e in batch]
+        try:
+            response = self._client.post(
+                f"{self._path}/batch",
+                content=json.dumps({"items": items}, sort_keys=True, default=str),
+                headers={"Content-Type": "application/json"},
+            )
+        except httpx.TransportError as exc:
+            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+        if response.status_code != 200:
+            raise self._classify(response)
+        results: list[EffectOutcome | AccordError] = []
+        for effect, item in zip(batch, response.json()["results"], strict=True):
+            if "error" in item:
+                results.append(InvalidInput(str(item["error"]), record=effect.key))
+            else:
+                results.append(EffectOutcome(str(item["id"]), item))
+        return results
 
     def lookup(self, effect: Effect) -> EffectOutcome | None:
         try:

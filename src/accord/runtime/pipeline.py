@@ -820,29 +820,103 @@ class Pipeline:
     # -- effects ----------------------------------------------------------------
 
     def run_effects(self, keys: Sequence[str]) -> dict[str, int]:
-        """Perform recorded intents; a failing effect is dead-lettered, the rest go on."""
+        """Perform recorded intents; a failing effect is dead-lettered, the rest go on.
+
+        Untried intents for a vendor with a batch API go out in batches (one
+        call per ``batch_size`` effects); anything else — retries, doubts, items
+        a batch refused — goes through the executor one by one, which looks an
+        attempted effect up at the vendor before sending it again.
+        """
         counts = {"done": 0, "replayed": 0, "dead": 0}
-        for key in keys:
-            with self.engine.connect() as conn:
-                row = conn.execute(select(effects).where(effects.c.idempotency_key == key)).first()
-            if row is None:
+        wanted = list(dict.fromkeys(keys))
+        rows: dict[str, Any] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                for row in conn.execute(
+                    select(effects).where(effects.c.idempotency_key.in_(chunk))
+                ):
+                    rows[row.idempotency_key] = row
+        single: list[Effect] = []
+        batches: dict[str, list[Effect]] = {}
+        for key in wanted:
+            entry = rows.get(key)
+            if entry is None:
                 continue
-            if row.status == EffectStatus.DONE.value:
+            if entry.status == EffectStatus.DONE.value:
                 counts["replayed"] += 1
                 continue
-            effect = Effect(row.system, row.operation, key, row.request or {}, row.trace_id)
+            effect = Effect(entry.system, entry.operation, key, entry.request or {}, entry.trace_id)
+            vendor = self.executor.vendor(entry.system)
+            untried = entry.status == EffectStatus.INTENT.value and entry.attempts == 0
+            if vendor is not None and vendor.batch_size and untried:
+                batches.setdefault(entry.system, []).append(effect)
+            else:
+                single.append(effect)
+        for system, batch in batches.items():
+            single.extend(self._perform_batches(system, batch, counts))
+        for effect in single:
             try:
                 outcome = self.executor.execute(effect)
-            except EffectFailed as exc:
-                self._dead_letter_effect(effect, exc)
-                counts["dead"] += 1
-                continue
-            except InvalidInput as exc:
+            except (EffectFailed, InvalidInput) as exc:
                 self._dead_letter_effect(effect, exc)
                 counts["dead"] += 1
                 continue
             counts["replayed" if outcome.replayed else "done"] += 1
         return counts
+
+    def _perform_batches(
+        self, system: str, batch: list[Effect], counts: dict[str, int]
+    ) -> list[Effect]:
+        """Send ``batch`` through the vendor's batch API; returns what must go singly."""
+        vendor = self.executor.vendor(system)
+        assert vendor is not None
+        leftovers: list[Effect] = []
+        for start in range(0, len(batch), vendor.batch_size):
+            chunk = batch[start : start + vendor.batch_size]
+            chunk_keys = [e.key for e in chunk]
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(effects)
+                    .where(effects.c.idempotency_key.in_(chunk_keys))
+                    .values(attempts=effects.c.attempts + 1, updated_at=utc_now())
+                )
+            try:
+                results = vendor.perform_many(chunk)
+            except AccordError:
+                leftovers.extend(chunk)  # whole call failed or was lost: one by one, looking first
+                continue
+            done = []
+            for effect, result in zip(chunk, results, strict=True):
+                if isinstance(result, EffectOutcome):
+                    done.append(
+                        {
+                            "b_key": effect.key,
+                            "external_id": result.external_id,
+                            "result": dict(result.result),
+                        }
+                    )
+                else:
+                    leftovers.append(effect)
+            if done:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        update(effects)
+                        .where(
+                            effects.c.idempotency_key == bindparam("b_key"),
+                            effects.c.status != EffectStatus.DONE.value,
+                        )
+                        .values(
+                            status=EffectStatus.DONE.value,
+                            external_id=bindparam("external_id"),
+                            result=bindparam("result"),
+                            error=None,
+                            updated_at=utc_now(),
+                        ),
+                        done,
+                    )
+                counts["done"] += len(done)
+        return leftovers
 
     def _dead_letter_effect(self, effect: Effect, exc: Exception) -> None:
         with self.engine.begin() as conn:

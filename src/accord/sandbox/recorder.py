@@ -144,6 +144,33 @@ class RecorderServer:
                     return "throttle"
                 return None
 
+            def _batch(self, body: str) -> None:
+                """Many idempotent creates in one call, as collection endpoints do."""
+                server._state.count("batch")
+                fault = self._fault()
+                if fault == "error":
+                    self._send(503, {"error": {"type": "api_error", "message": "unavailable"}})
+                    return
+                if fault == "throttle":
+                    self._send(
+                        429,
+                        {"error": {"type": "rate_limit"}},
+                        {"Retry-After": str(server.faults.retry_after)},
+                    )
+                    return
+                items = json.loads(body or "{}").get("items", [])
+                results = []
+                for item in items:
+                    server._state.count("write")
+                    text = json.dumps(item.get("body"), sort_keys=True)
+                    status, answer = server._state.create(str(item["idempotency_key"]), text)
+                    results.append(answer if status == 200 else {"error": answer["error"]})
+                if server._roll() < server.faults.lost_response_rate:
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                self._send(200, {"results": results})
+
             def do_GET(self) -> None:  # noqa: N802
                 url = urlparse(self.path)
                 if url.path == "/v1/stats":
@@ -171,7 +198,11 @@ class RecorderServer:
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode()
-                if urlparse(self.path).path != "/v1/objects":
+                path = urlparse(self.path).path
+                if path == "/v1/objects/batch":
+                    self._batch(body)
+                    return
+                if path != "/v1/objects":
                     self._send(404, {"error": {"type": "not_found", "message": self.path}})
                     return
                 key = self.headers.get("Idempotency-Key")
