@@ -109,6 +109,27 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(busy, total) jiffies of the whole machine, from /proc/stat (None where there is none)."""
+    try:
+        with open("/proc/stat") as stat:
+            values = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def machine_busy(seconds: float = 1.0) -> float | None:
+    """Share of all CPUs busy over ``seconds`` while this benchmark sits idle: other load."""
+    before = _cpu_ticks()
+    time.sleep(seconds)
+    after = _cpu_ticks()
+    if before is None or after is None or after[1] == before[1]:
+        return None
+    return round((after[0] - before[0]) / (after[1] - before[1]), 3)
+
+
 def account_event(i: int, prefix: str = "evt") -> dict[str, Any]:
     """One CRM webhook: an account with a new name, so it yields one ERP effect."""
     return {
@@ -783,7 +804,16 @@ def report(f: dict[str, Any]) -> str:
         f"runtime benchmark (Python {f['python']}, {f['cpus']} CPUs; embedded parts pinned to"
         f" CPU {f['pinned_cpu']}; runtime batch_size {rt['batch_size']},"
         f" batch_wait_ms {rt['batch_wait_ms']}, concurrency {rt['concurrency']})",
+        "  machine busy with other work just before each part (share of all CPUs, 1 s sample): "
+        + ", ".join(
+            f"{part} {_fmt(None if share is None else share * 100, ' %')}"
+            for part, share in f["machine_busy_before"].items()
+        ),
     ]
+    if any((share or 0) > 0.1 for share in f["machine_busy_before"].values()):
+        out.append(
+            "  WARNING: other processes were using the CPUs; the figures understate this machine"
+        )
     s = f.get("sustained")
     if s:
         out += [
@@ -953,12 +983,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         },
         "peer": {"n8n_executions_per_s": N8N_EXECUTIONS_PER_S, "source": N8N_SOURCE},
     }
+    busy: dict[str, float | None] = {}
+    figures["machine_busy_before"] = busy
     with tempfile.TemporaryDirectory(prefix="accord-bench-") as tmp:
         directory = Path(tmp)
         pin()
         _progress(args, f"1. embedded sustained: {args.rate:,.0f}/s for {args.seconds:g} s …")
+        busy["sustained"] = machine_busy()
         figures["sustained"] = measure_sustained(args, directory)
         _progress(args, f"   drain of {args.drain:,} …")
+        busy["drain"] = machine_busy()
         figures["drain"] = measure_drain(args, directory)
         if args.skip_pg:
             figures["postgres"] = {"skipped": "--skip-pg"}
@@ -971,13 +1005,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                 runs = []
                 for workers in (1, 2):
                     _progress(args, f"2. PostgreSQL, {workers} worker(s), {args.pg_events:,} …")
+                    busy[f"postgres_{workers}"] = machine_busy()
                     runs.append(measure_pg(args, workers, directory))
                 figures["postgres"] = {"runs": runs}
             pin()
         if not args.skip_backfill:
             _progress(args, f"3. backfill of {args.backfill:,} time entries …")
+            busy["backfill"] = machine_busy()
             figures["backfill"] = measure_backfill(args, directory)
     figures["peak_rss_mb"] = _peak_rss_mb()
+    figures["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     return figures
 
 

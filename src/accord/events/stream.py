@@ -190,7 +190,9 @@ def _utc_now() -> datetime:
 class _Stored:
     seq: int
     stored_at: datetime
-    body: bytes
+    change: CanonicalChange
+    """Kept as the value: in one process there is no wire, so the envelope is
+    built (and validated) when the event is read, not on every publish."""
 
 
 class MemoryStream(EventStream):
@@ -220,7 +222,6 @@ class MemoryStream(EventStream):
         self._expiry: deque[tuple[datetime, str]] = deque()
 
     def publish(self, change: CanonicalChange) -> Published:
-        body = to_json(change, instance=self.instance)
         with self._lock:
             now = self._clock().astimezone(UTC)
             if self._events and now < self._events[-1].stored_at:
@@ -229,7 +230,7 @@ class MemoryStream(EventStream):
             original = self._seen.get(change.event_id)
             if original is not None:
                 return Published(seq=original.seq, duplicate=True)
-            stored = _Stored(seq=len(self._events) + 1, stored_at=now, body=body)
+            stored = _Stored(seq=len(self._events) + 1, stored_at=now, change=change)
             self._events.append(stored)
             if self._window:
                 self._seen[change.event_id] = stored
@@ -256,7 +257,7 @@ class MemoryStream(EventStream):
             start = 0
         end = len(snapshot) if limit is None else min(len(snapshot), start + limit)
         for stored in snapshot[start:end]:
-            yield stored.seq, from_json(stored.body)
+            yield stored.seq, from_json(to_json(stored.change, instance=self.instance))
 
 
 @dataclass(slots=True)

@@ -68,6 +68,7 @@ from accord.store.tables import (
     echo_state,
     effects,
     inbox,
+    record_versions,
     xref,
 )
 
@@ -230,7 +231,7 @@ class BulkEcho(EchoMemory):
                 self._dirty, key=lambda k: (k.system, k.entity_type, k.entity_id, k.field)
             )
         ]
-        statement = _upsert(self._conn, echo_state).values(rows)
+        statement = _upsert(self._conn, echo_state)
         self._conn.execute(
             statement.on_conflict_do_update(
                 index_elements=["system", "entity_type", "entity_id", "field"],
@@ -238,7 +239,8 @@ class BulkEcho(EchoMemory):
                     "pending_echo": statement.excluded.pending_echo,
                     "last_seen": statement.excluded.last_seen,
                 },
-            )
+            ),
+            rows,
         )
         self._dirty.clear()
 
@@ -555,9 +557,10 @@ class Pipeline:
             echo.flush()
             if intents:
                 conn.execute(
-                    _upsert(conn, effects)
-                    .values(intents)
-                    .on_conflict_do_nothing(index_elements=["idempotency_key"])
+                    _upsert(conn, effects).on_conflict_do_nothing(
+                        index_elements=["idempotency_key"]
+                    ),
+                    intents,
                 )
             conn.execute(
                 update(inbox)
@@ -609,7 +612,9 @@ class Pipeline:
                 }
             )
         if links:
-            conn.execute(_upsert(conn, xref).values(links).on_conflict_do_nothing())
+            # executemany of one cached statement: a multi-VALUES insert would be
+            # compiled afresh for every batch size, which costs more than the insert
+            conn.execute(_upsert(conn, xref).on_conflict_do_nothing(), links)
         return ids
 
     def _conflict(self, exceptions: Exceptions, conflict: Any, trace_id: str | None) -> None:
@@ -950,23 +955,35 @@ class Pipeline:
             return 0
         built = []
         with self.engine.connect() as conn:
-            records = Records(conn)
-            for entity_type, entity_id, version in changes:
-                history = {v.version: v for v in records.history(entity_type, entity_id)}
-                found = history.get(version)
-                if found is None:
-                    continue
-                built.append(
-                    CanonicalChange.create(
-                        entity_type=entity_type,
-                        entity_id=entity_id,
-                        version=version,
-                        system=found.system,
-                        changed_fields=list(found.changed_fields),
-                        data=found.data,
-                        trace_id=found.trace_id or f"{entity_type}/{entity_id}",
-                        time=found.at,
+            found: dict[tuple[str, str, int], Any] = {}
+            wanted = [(str(c[0]), str(c[1]), int(c[2])) for c in changes]
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                for row in conn.execute(
+                    select(record_versions).where(
+                        tuple_(
+                            record_versions.c.entity_type,
+                            record_versions.c.id,
+                            record_versions.c.version,
+                        ).in_(chunk)
                     )
+                ):
+                    found[(row.entity_type, row.id, row.version)] = row
+        for entity_type, entity_id, version in wanted:
+            stored = found.get((entity_type, entity_id, version))
+            if stored is None:
+                continue
+            built.append(
+                CanonicalChange.create(
+                    entity_type=entity_type,
+                    entity_id=entity_id,
+                    version=version,
+                    system=stored.system,
+                    changed_fields=list(stored.changed_fields),
+                    data=stored.data,
+                    trace_id=stored.trace_id or f"{entity_type}/{entity_id}",
+                    time=stored.at,
                 )
+            )
         self.stream.publish_many(built)
         return len(built)

@@ -751,11 +751,10 @@ class Inbox:
             return 0
         statement = (
             _dialect_insert(self._conn, inbox)
-            .values(rows)
             .on_conflict_do_nothing(index_elements=["system", "event_id"])
             .returning(inbox.c.seq)
         )
-        return len(self._conn.execute(statement).all())
+        return len(self._conn.execute(statement, rows).all())
 
     def get(self, system: str, event_id: str) -> InboxEvent | None:
         row = self._conn.execute(
