@@ -42,7 +42,7 @@ import re
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Coroutine, Iterable, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -186,6 +186,13 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _plain(value: object) -> object:
+    """Read-only mappings (the frozen change keeps its data in one) encode as dicts."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 @dataclass(frozen=True, slots=True)
 class _Stored:
     seq: int
@@ -222,6 +229,12 @@ class MemoryStream(EventStream):
         self._expiry: deque[tuple[datetime, str]] = deque()
 
     def publish(self, change: CanonicalChange) -> Published:
+        try:  # refuse what could never be read back, as the wire would
+            json.dumps(change.data, allow_nan=False, default=_plain)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(
+                f"holds a value JSON cannot carry ({exc})", record="event", field="data.record"
+            ) from None
         with self._lock:
             now = self._clock().astimezone(UTC)
             if self._events and now < self._events[-1].stored_at:
