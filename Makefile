@@ -30,6 +30,7 @@ check: lint typecheck test
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_billing.py
+	$(BIN)/python bench/bench_runtime.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

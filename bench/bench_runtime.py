@@ -192,19 +192,44 @@ def _effects_open(engine: Engine) -> bool:
         )
 
 
-def _wait_until_processed(engine: Engine, timeout: float, poll: float = 0.05) -> bool:
+def _wait_until_processed(
+    engine: Engine,
+    timeout: float,
+    poll: float = 0.05,
+    alive: Callable[[], bool] = lambda: True,
+) -> bool:
     """Poll cheaply until no inbox event waits and no effect is open, or time runs out.
 
     ``hub.worker.drain`` counts the inbox by status every 10 ms, which on one core
     steals a noticeable share from the worker while a backlog is large; this wait
     runs first and ``drain`` confirms at the end that no batch is still in flight.
+    It also gives up as soon as ``alive`` says the processing side has gone.
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if _first_waiting_seq(engine) is None and not _effects_open(engine):
             return True
+        if not alive():
+            return False
         time.sleep(poll)
     return False
+
+
+def retry_figures(engine: Engine) -> dict[str, int]:
+    """What went other than first time: re-claimed events, retried effects, dead letters."""
+    with engine.connect() as conn:
+
+        def count(table: Any, *where: Any) -> int:
+            return int(
+                conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
+            )
+
+        return {
+            "events_claimed_more_than_once": count(inbox, inbox.c.attempts > 1),
+            "events_dead": count(inbox, inbox.c.status == "dead"),
+            "effects_attempted_more_than_once": count(effects, effects.c.attempts > 1),
+            "effects_failed": count(effects, effects.c.status == "failed"),
+        }
 
 
 def ledger_figures(engine: Engine) -> dict[str, Any]:
@@ -361,6 +386,7 @@ def measure_sustained(args: argparse.Namespace, directory: Path) -> dict[str, An
         wall = time.perf_counter() - wall_start
         cpu = time.process_time() - cpu_start
         figures = ledger_figures(hub.engine)
+        retries = retry_figures(hub.engine)
         objects = recorder.stats()["objects"]
     return {
         "target_rate": args.rate,
@@ -377,6 +403,7 @@ def measure_sustained(args: argparse.Namespace, directory: Path) -> dict[str, An
         "recorder_objects": objects,
         "peak_rss_mb": _peak_rss_mb(),
         **figures,
+        "retries": retries,
     }
 
 
@@ -406,6 +433,7 @@ def measure_drain(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         seconds = time.perf_counter() - started
         cpu = time.process_time() - cpu_start
         figures = ledger_figures(hub.engine)
+        retries = retry_figures(hub.engine)
         objects = recorder.stats()["objects"]
     done = figures["events_effect_done"]
     return {
@@ -418,6 +446,7 @@ def measure_drain(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
         "events_effect_done": done,
         "recorder_objects": objects,
         "latency_ms": figures["latency_ms"],
+        "retries": retries,
     }
 
 
@@ -482,6 +511,16 @@ def _wait_for_workers(procs: list[subprocess.Popen[bytes]], logs: list[Path]) ->
     return "workers did not report running within 90 s"
 
 
+def _worker_log_notes(run_dir: Path) -> list[str]:
+    """The last unusual lines of the worker logs (beyond 'running' and 'stopped')."""
+    notes: list[str] = []
+    for log in sorted(run_dir.glob("worker-*.log")):
+        lines = log.read_text(errors="replace").splitlines()
+        odd = [line for line in lines if not line.startswith("accord worker ")]
+        notes += [f"{log.stem}: {line[:300]}" for line in odd[-10:]]
+    return notes
+
+
 def measure_pg(args: argparse.Namespace, workers: int, directory: Path) -> dict[str, Any]:
     name = f"accord_bench_{uuid.uuid4().hex[:12]}"
     base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
@@ -527,10 +566,16 @@ def measure_pg(args: argparse.Namespace, workers: int, directory: Path) -> dict[
             for start in range(0, len(events), PG_CHUNK):
                 hub.pipeline.ingest_many(events[start : start + PG_CHUNK], chunk=PG_CHUNK)
             ingest_s = time.perf_counter() - started
-            settled = _wait_until_processed(hub.engine, args.settle_timeout, poll=0.1)
+            settled = _wait_until_processed(
+                hub.engine,
+                args.settle_timeout,
+                poll=0.1,
+                alive=lambda: all(proc.poll() is None for proc in procs),
+            )
             wall = time.perf_counter() - started
             bench_cpu = time.process_time() - cpu_start
             figures = ledger_figures(hub.engine)
+            retries = retry_figures(hub.engine)
             hub.stop()
             result.update(
                 {
@@ -540,6 +585,8 @@ def measure_pg(args: argparse.Namespace, workers: int, directory: Path) -> dict[
                     "bench_process_cpu_s": round(bench_cpu, 3),
                     "recorder_objects": recorder.stats()["objects"],
                     **figures,
+                    "retries": retries,
+                    "workers_alive_at_end": sum(proc.poll() is None for proc in procs),
                 }
             )
     finally:
@@ -552,6 +599,9 @@ def measure_pg(args: argparse.Namespace, workers: int, directory: Path) -> dict[
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+        notes = _worker_log_notes(directory / f"pg-{workers}")
+        if notes:
+            result["worker_log"] = notes
         try:
             with _pg_connect() as admin:
                 admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -798,6 +848,14 @@ def _latency(lat: dict[str, Any]) -> str:
     )
 
 
+def _retries(r: dict[str, int]) -> str:
+    return (
+        f"events claimed more than once {r['events_claimed_more_than_once']:,},"
+        f" dead {r['events_dead']:,}; effects attempted more than once"
+        f" {r['effects_attempted_more_than_once']:,}, failed {r['effects_failed']:,}"
+    )
+
+
 def report(f: dict[str, Any]) -> str:
     rt = f["runtime"]
     out = [
@@ -831,6 +889,7 @@ def report(f: dict[str, Any]) -> str:
             f"  CPU {s['cpu_s']:.1f} s over {s['wall_s']:.1f} s wall"
             f" ({(s['cpu_share_of_wall'] or 0) * 100:.0f} % of the core);"
             f" peak RSS {s['peak_rss_mb']:,.0f} MB; recorder objects {s['recorder_objects']:,}",
+            f"  {_retries(s['retries'])}",
         ]
     d = f.get("drain")
     if d:
@@ -840,6 +899,7 @@ def report(f: dict[str, Any]) -> str:
             f" → {_fmt(d['drain_events_per_s'], ' events/s')} (CPU {d['cpu_s']:.1f} s;"
             f" {d['events_effect_done']:,} effects done, recorder objects"
             f" {d['recorder_objects']:,})",
+            f"    {_retries(d['retries'])}",
         ]
     pg = f.get("postgres")
     if pg is not None:
@@ -849,6 +909,7 @@ def report(f: dict[str, Any]) -> str:
         for run in pg.get("runs", []):
             if "error" in run:
                 out.append(f"  {run['workers']} worker(s): error: {run['error']}")
+                out += [f"    log {line}" for line in run.get("worker_log", [])]
                 continue
             out += [
                 f"  {run['workers']} worker(s): {run['events']:,} events (ingested in"
@@ -860,7 +921,10 @@ def report(f: dict[str, Any]) -> str:
                 f"    latency {_latency(run['latency_ms'])} (a burst: mostly queueing);"
                 f" bench process CPU {run['bench_process_cpu_s']:.1f} s;"
                 f" database dropped: {'yes' if run.get('dropped') else 'NO'}",
+                f"    {_retries(run['retries'])}; workers still running at the end"
+                f" {run['workers_alive_at_end']}/{run['workers']}",
             ]
+            out += [f"    log {line}" for line in run.get("worker_log", [])]
     b = f.get("backfill")
     if b:
         out.append(
