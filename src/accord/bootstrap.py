@@ -55,6 +55,9 @@ def dbos_config(settings: Settings, executor_id: str | None = None) -> DBOSConfi
     if sys_url.startswith("sqlite"):
         # DBOS leaves SQLite at DELETE/FULL; WAL + NORMAL is what makes it fast.
         config["system_database_engine"] = make_engine(sys_url)
+    else:
+        # DBOS pings before every checkout by default: a round trip per step.
+        config["db_engine_kwargs"] = {"pool_pre_ping": False, "pool_size": 10}
     return config
 
 
