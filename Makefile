@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check lint typecheck bench clean
+.PHONY: run test check lint typecheck bench clean tryton tryton-stop
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -32,5 +32,12 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_billing.py
 	$(BIN)/python bench/bench_runtime.py
 
+tryton:
+	$(PYTHON) scripts/tryton_server.py start
+
+tryton-stop:
+	$(PYTHON) scripts/tryton_server.py stop
+
 clean:
+	-$(PYTHON) scripts/tryton_server.py purge
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
