@@ -100,6 +100,8 @@ def test_migrations_create_the_same_schema_on_sqlite_and_postgresql(
         "audit_log",
         "audit_head",
         "echo_state",
+        "quota_usage",
+        "quota_state",
         "cursors",
     }
     assert postgres_schema["inbox"]["unique"] == [

@@ -58,6 +58,8 @@ T = TypeVar("T")
 
 TABLES = {
     "echo_state",
+    "quota_usage",
+    "quota_state",
     "records",
     "record_versions",
     "xref",

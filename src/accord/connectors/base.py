@@ -234,6 +234,8 @@ class Connector(ABC):
             if response.status_code >= 400:
                 error = classify_response(response)
                 retry_after = error.retry_after
+                # a request refused for its own fault says nothing about the vendor's health
+                ok = not error.retryable
                 raise error
             ok = True
             return response

@@ -37,6 +37,7 @@ from accord.store.db import (
     make_engine,
     upgrade,
 )
+from accord.store.quota_tables import quota_state, quota_usage
 from accord.store.repo import (
     EFFECT_LIFECYCLE,
     EXCEPTION_LIFECYCLE,
@@ -109,6 +110,8 @@ __all__ = [
     "json_document",
     "make_engine",
     "metadata",
+    "quota_state",
+    "quota_usage",
     "upgrade",
     "utc_now",
     "verify",
