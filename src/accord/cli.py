@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
@@ -323,6 +323,55 @@ def events_replay(
         raise typer.Exit(2) from None
     finally:
         stream.close()
+
+
+sandbox_app = typer.Typer(
+    help="Stand-ins of the vendor APIs, for offline rehearsal.", no_args_is_help=True
+)
+app.add_typer(sandbox_app, name="sandbox")
+
+
+@sandbox_app.command("serve")
+def sandbox_serve(
+    vendor: Annotated[str, typer.Argument(help="stripe, harvest or recorder.")],
+    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free).")] = 0,
+    error_rate: Annotated[float, typer.Option(help="Share of requests answered 5xx.")] = 0.0,
+    throttle_rate: Annotated[float, typer.Option(help="Share answered 429.")] = 0.0,
+    lost_response_rate: Annotated[
+        float, typer.Option(help="Share of writes applied but left unanswered.")
+    ] = 0.0,
+) -> None:
+    """Serve a vendor stand-in on loopback until Ctrl-C, with optional faults."""
+    from accord.sandbox.recorder import Faults, RecorderServer
+
+    faults = Faults(
+        error_rate=error_rate, throttle_rate=throttle_rate, lost_response_rate=lost_response_rate
+    )
+    server: Any
+    if vendor == "stripe":
+        from accord.sandbox.stripe import StripeStandIn
+
+        server = StripeStandIn(port=port, faults=faults)
+    elif vendor == "harvest":
+        from accord.sandbox.harvest import HarvestStandIn
+
+        server = HarvestStandIn(faults=faults)
+    elif vendor == "recorder":
+        server = RecorderServer(port=port, faults=faults)
+    else:
+        typer.echo(
+            f"accord sandbox serve: unknown vendor {vendor!r} (stripe, harvest, recorder)", err=True
+        )
+        raise typer.Exit(2)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    server.start()
+    typer.echo(f"{vendor} stand-in on {server.url} (Ctrl-C to stop)")
+    try:
+        stop.wait()
+    finally:
+        server.stop()
 
 
 def main() -> None:

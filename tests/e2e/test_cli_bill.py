@@ -186,3 +186,36 @@ def test_readable_output_ends_with_a_revenue_table() -> None:
     assert result.returncode == 0, result.stderr
     assert "Revenue · contract c1 · EUR" in result.stdout
     assert "c1-sub: ratable: 1000.00 × 16/31 days = 516.13" in result.stdout
+
+
+@pytest.mark.parametrize("vendor", ["recorder", "stripe"])
+def test_sandbox_serve_answers_on_loopback_until_stopped(vendor: str) -> None:
+    import re
+    import signal
+    import time
+
+    import httpx
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "accord.cli", "sandbox", "serve", vendor],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        url = re.search(r"http://127\.0\.0\.1:\d+\S*", line)
+        assert url, line
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                status = httpx.get(url.group(0).rstrip("/") + "/", timeout=2).status_code
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert status in (200, 401, 404)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=15)  # waits and closes the pipes
+    assert proc.returncode == 0

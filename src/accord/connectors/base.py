@@ -139,11 +139,14 @@ def classify_response(response: httpx.Response) -> AccordError:
     """Turn an unsuccessful response into an error that says whether to retry.
 
     429 and 5xx are retryable (with the vendor's ``Retry-After`` when given);
-    408 too; any other 4xx is the request's fault and is not.
+    408 too, and anything the vendor marks retryable (Stripe's
+    ``Stripe-Should-Retry: true``, e.g. a 409 for concurrent use of one key);
+    any other 4xx is the request's fault and is not.
     """
     text = response.text[:500]
     status = response.status_code
-    if status == 429 or status >= 500 or status == 408:
+    should_retry = response.headers.get("Stripe-Should-Retry")
+    if status == 429 or status >= 500 or status == 408 or should_retry == "true":
         after = response.headers.get("Retry-After")
         delay: float | None = None
         if after:
