@@ -31,7 +31,7 @@ def test_workers_on_postgresql_share_the_work_and_process_no_event_twice(
         upgrade(engine)
         config = write_config(tmp_path, postgres_url, recorder.url)
         procs = []
-        log = (tmp_path / "workers.log").open("ab")
+        log = (tmp_path / "workers.log").open("ab", buffering=0)
         for n in range(workers):
             env = {**os.environ, "ACCORD_CONFIG": str(config), "ACCORD_WORKER_ID": f"w{n}"}
             procs.append(
@@ -40,9 +40,15 @@ def test_workers_on_postgresql_share_the_work_and_process_no_event_twice(
                 )
             )
         try:
-            time.sleep(3)  # all workers up before the events arrive
-            for start in range(0, EVENTS, 200):
-                ingest(engine, start, start + 200)
+            ready_deadline = time.monotonic() + 90
+            while time.monotonic() < ready_deadline:  # every worker up before events arrive
+                text_log = (tmp_path / "workers.log").read_text(errors="replace")
+                if text_log.count("running on") >= workers:
+                    break
+                time.sleep(0.1)
+            for start in range(0, EVENTS, 100):
+                ingest(engine, start, start + 100)
+                time.sleep(0.05)  # arriving over time, as webhooks do
             deadline = time.monotonic() + 180
             while done_count(engine) < EVENTS and time.monotonic() < deadline:
                 time.sleep(0.2)
