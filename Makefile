@@ -31,6 +31,7 @@ check: lint typecheck test
 bench: $(STAMP)
 	$(BIN)/python bench/bench_billing.py
 	$(BIN)/python bench/bench_runtime.py
+	$(BIN)/python bench/bench_governor.py --quick
 
 tryton:
 	$(PYTHON) scripts/tryton_server.py start
