@@ -245,6 +245,34 @@ class BulkEcho(EchoMemory):
         self._dirty.clear()
 
 
+def _dead_letter(
+    conn: Connection,
+    actor: str,
+    *,
+    summary: str,
+    context: dict[str, Any],
+    dedupe_key: str,
+    subject: str,
+    trace_id: str | None,
+) -> None:
+    """Open a ``dead_letter`` exception and audit it, in the caller's transaction."""
+    Exceptions(conn).raise_(
+        DEAD_LETTER,
+        role="admin",
+        summary=summary,
+        context=context,
+        dedupe_key=dedupe_key,
+        trace_id=trace_id,
+    )
+    append(
+        conn,
+        actor=actor,
+        action="dead_letter",
+        subject=f"{subject}",
+        data={"reason": context.get("reason")},
+    )
+
+
 def _upsert(conn: Connection, table: Table) -> Any:
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table)
@@ -680,9 +708,9 @@ class Pipeline:
         with self.engine.begin() as conn:
             Inbox(conn).mark(seq, InboxStatus.DEAD, error=str(exc))
             row = conn.execute(select(inbox).where(inbox.c.seq == seq)).one()
-            Exceptions(conn).raise_(
-                DEAD_LETTER,
-                role="admin",
+            _dead_letter(
+                conn,
+                self.actor,
                 summary=f"event {row.system}:{row.event_id} could not be applied: {exc}",
                 context={
                     "kind": "event",
@@ -693,14 +721,8 @@ class Pipeline:
                     "reason": str(exc),
                 },
                 dedupe_key=f"event:{row.system}:{row.event_id}",
-                trace_id=row.trace_id,
-            )
-            append(
-                conn,
-                actor=self.actor,
-                action="dead_letter",
                 subject=f"inbox/{seq}",
-                data={"reason": str(exc)},
+                trace_id=row.trace_id,
             )
 
     def _apply(
@@ -743,22 +765,7 @@ class Pipeline:
             )
             record_inbound(echo, decision)
             for conflict in decision.conflicts:
-                owner_role = self.policy.systems.get(conflict.owner, conflict.owner)
-                exceptions.raise_(
-                    "ownership_conflict",
-                    role=ROLE_OF_SYSTEM_ROLE.get(owner_role, "admin"),
-                    summary=conflict.message,
-                    context={
-                        "entity_type": conflict.entity_type,
-                        "id": conflict.entity_id,
-                        "field": conflict.field,
-                        "current": conflict.current,
-                        "incoming": conflict.incoming,
-                        "owner": conflict.owner,
-                        "source": conflict.source,
-                    },
-                    trace_id=event.trace_id,
-                )
+                self._conflict(exceptions, conflict, event.trace_id)
             if not decision.changes:
                 continue
             data = dict(current.data) if current else {}
@@ -925,9 +932,9 @@ class Pipeline:
 
     def _dead_letter_effect(self, effect: Effect, exc: Exception) -> None:
         with self.engine.begin() as conn:
-            Exceptions(conn).raise_(
-                DEAD_LETTER,
-                role="admin",
+            _dead_letter(
+                conn,
+                self.actor,
                 summary=f"{effect.system} {effect.operation} failed: {exc}",
                 context={
                     "kind": "effect",
@@ -937,14 +944,8 @@ class Pipeline:
                     "reason": str(exc),
                 },
                 dedupe_key=f"effect:{effect.key}",
-                trace_id=effect.trace_id,
-            )
-            append(
-                conn,
-                actor=self.actor,
-                action="dead_letter",
                 subject=f"effect/{effect.key}",
-                data={"reason": str(exc)},
+                trace_id=effect.trace_id,
             )
 
     # -- events -----------------------------------------------------------------
