@@ -333,7 +333,7 @@ app.add_typer(sandbox_app, name="sandbox")
 
 @sandbox_app.command("serve")
 def sandbox_serve(
-    vendor: Annotated[str, typer.Argument(help="stripe, harvest or recorder.")],
+    vendor: Annotated[str, typer.Argument(help="stripe, harvest, salesforce or recorder.")],
     port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free).")] = 0,
     error_rate: Annotated[float, typer.Option(help="Share of requests answered 5xx.")] = 0.0,
     throttle_rate: Annotated[float, typer.Option(help="Share answered 429.")] = 0.0,
@@ -356,11 +356,17 @@ def sandbox_serve(
         from accord.sandbox.harvest import HarvestStandIn
 
         server = HarvestStandIn(faults=faults)
+    elif vendor == "salesforce":
+        from accord.sandbox.salesforce import SalesforceStandIn
+
+        server = SalesforceStandIn(faults=faults)
     elif vendor == "recorder":
         server = RecorderServer(port=port, faults=faults)
     else:
         typer.echo(
-            f"accord sandbox serve: unknown vendor {vendor!r} (stripe, harvest, recorder)", err=True
+            f"accord sandbox serve: unknown vendor {vendor!r} "
+            "(stripe, harvest, salesforce, recorder)",
+            err=True,
         )
         raise typer.Exit(2)
     stop = threading.Event()

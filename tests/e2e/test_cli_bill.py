@@ -188,7 +188,7 @@ def test_readable_output_ends_with_a_revenue_table() -> None:
     assert "c1-sub: ratable: 1000.00 × 16/31 days = 516.13" in result.stdout
 
 
-@pytest.mark.parametrize("vendor", ["recorder", "stripe"])
+@pytest.mark.parametrize("vendor", ["recorder", "stripe", "harvest", "salesforce"])
 def test_sandbox_serve_answers_on_loopback_until_stopped(vendor: str) -> None:
     import re
     import signal
