@@ -225,3 +225,27 @@ def test_failed_workflow_is_dead_lettered_and_forked_from_its_failed_step(
     result = replay(hub.engine, letters[0].id)
     assert result["from_step"] >= 1 and result["result"]["applied"] == 1
     assert recorder.stats()["objects"] == 1
+
+
+def test_a_batch_that_fails_is_applied_event_by_event_isolating_the_bad_one(
+    hub: Hub, recorder: RecorderServer
+) -> None:
+    from accord.runtime.dlq import dead_letters
+    from accord.runtime.pipeline import InboundEvent, passthrough
+
+    def sets_are_not_json(event: InboundEvent) -> object:
+        upserts = list(passthrough(event))
+        if event.event_id == "bad":  # slips past the mapping, fails at the store
+            upserts[0] = type(upserts[0])("account", "Account", "BAD", {"tags": {"a", "b"}})
+        return upserts
+
+    hub.worker.stop()
+    hub.pipeline.handlers["crm"] = sets_are_not_json  # type: ignore[assignment]
+    for event_id in ("ok-1", "bad", "ok-2"):
+        hub.pipeline.ingest("crm", event_id, "account.updated", account_event(len(event_id)))
+    seqs = [seq for seq, _ in hub.pipeline.claim(10, __import__("datetime").timedelta(seconds=30))]
+    outcome = hub.pipeline.apply_batch(seqs)
+    assert hub.pipeline.fallbacks == 1
+    assert (outcome.applied, outcome.dead) == (2, 1)
+    (letter,) = dead_letters(hub.engine, include_workflows=False)
+    assert letter.context["event_id"] == "bad"

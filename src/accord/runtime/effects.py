@@ -122,9 +122,16 @@ class Vendor(ABC):
         """Send several effects in one call (sObject collections, batch endpoints).
 
         Returns one outcome or error per effect, in order; raises for a fault of
-        the whole call. Only called when ``batch_size`` is above zero.
+        the whole call. The default sends them one by one; the runtime uses it only
+        when ``batch_size`` is above zero.
         """
-        raise NotImplementedError
+        results: list[EffectOutcome | AccordError] = []
+        for effect in batch:
+            try:
+                results.append(self.perform(effect))
+            except AccordError as exc:
+                results.append(exc)
+        return results
 
 
 class EffectFailed(AccordError):

@@ -55,7 +55,6 @@ from accord.store import (
     Inbox,
     PutItem,
     Records,
-    Xref,
     append,
     append_many,
     content_digest,
@@ -79,7 +78,6 @@ __all__ = [
     "Pipeline",
     "Route",
     "SqlLedger",
-    "StoreEcho",
     "passthrough",
 ]
 
@@ -146,48 +144,6 @@ def passthrough(event: InboundEvent) -> Sequence[CanonicalUpsert]:
             fields,
         )
     ]
-
-
-class StoreEcho(EchoMemory):
-    """Echo memory kept in ``echo_state``, inside the caller's transaction."""
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-
-    def load(self, key: EchoKey) -> FieldSync | None:
-        row = self._conn.execute(
-            select(echo_state.c.pending_echo, echo_state.c.last_seen).where(
-                echo_state.c.system == key.system,
-                echo_state.c.entity_type == key.entity_type,
-                echo_state.c.entity_id == key.entity_id,
-                echo_state.c.field == key.field,
-            )
-        ).first()
-        return None if row is None else FieldSync(row.pending_echo, row.last_seen)
-
-    def store(self, key: EchoKey, state: FieldSync) -> None:
-        where = (
-            echo_state.c.system == key.system,
-            echo_state.c.entity_type == key.entity_type,
-            echo_state.c.entity_id == key.entity_id,
-            echo_state.c.field == key.field,
-        )
-        changed = self._conn.execute(
-            update(echo_state)
-            .where(*where)
-            .values(pending_echo=state.pending_echo, last_seen=state.last_seen)
-        ).rowcount
-        if not changed:
-            self._conn.execute(
-                echo_state.insert().values(
-                    system=key.system,
-                    entity_type=key.entity_type,
-                    entity_id=key.entity_id,
-                    field=key.field,
-                    pending_echo=state.pending_echo,
-                    last_seen=state.last_seen,
-                )
-            )
 
 
 class BulkEcho(EchoMemory):
@@ -430,7 +386,19 @@ class Pipeline:
         return result
 
     def _apply_bulk(self, seqs: Sequence[int], result: BatchOutcome) -> list[tuple[int, Exception]]:
+        """Apply ``seqs`` in one transaction; ``result`` is updated only once it commits."""
         poison: list[tuple[int, Exception]] = []
+        done = BatchOutcome()
+        self._apply_in(seqs, done, poison)
+        result.applied += done.applied
+        result.skipped += done.skipped
+        result.effects.extend(done.effects)
+        result.changes.extend(done.changes)
+        return poison
+
+    def _apply_in(
+        self, seqs: Sequence[int], result: BatchOutcome, poison: list[tuple[int, Exception]]
+    ) -> None:
         with self.engine.begin() as conn:
             if conn.dialect.name == "sqlite":
                 # take SQLite's write lock before reading, so nothing moves underneath
@@ -462,7 +430,7 @@ class Pipeline:
                         raise
                     poison.append((event.seq, exc))
             if not work:
-                return poison
+                return
             ids = self._canonical_ids(conn, work)
             keys = {
                 (u.entity_type, ids[(e.system, u.external_object, u.external_id)])
@@ -601,7 +569,7 @@ class Pipeline:
                 ),
                 outcomes,
             )
-        return poison
+        return
 
     def _canonical_ids(
         self, conn: Connection, work: Sequence[tuple[InboundEvent, Sequence[CanonicalUpsert]]]
@@ -664,44 +632,15 @@ class Pipeline:
         )
 
     def _apply_one(self, seq: int, result: BatchOutcome) -> None:
+        """The safe path: one event in its own transaction, dead-lettered if it cannot apply."""
         try:
-            with self.engine.begin() as conn:
-                row = conn.execute(
-                    select(inbox).where(inbox.c.seq == seq).with_for_update()
-                ).first()
-                if row is None:
-                    return
-                if row.status == InboxStatus.DONE.value:
-                    # applied by an earlier run of this step: hand on what it produced
-                    outcome = row.outcome or {}
-                    result.skipped += 1
-                    result.effects.extend(outcome.get("effects", []))
-                    result.changes.extend(tuple(c) for c in outcome.get("changes", []))
-                    return
-                if row.status == InboxStatus.DEAD.value:
-                    result.skipped += 1
-                    return
-                event = InboundEvent(
-                    row.seq, row.system, row.event_id, row.event_type, row.payload, row.trace_id
-                )
-                keys, changes = self._apply(conn, event)
-                conn.execute(
-                    update(inbox)
-                    .where(inbox.c.seq == seq)
-                    .values(
-                        status=InboxStatus.DONE.value,
-                        processed_at=utc_now(),
-                        error=None,
-                        outcome={"effects": keys, "changes": [list(c) for c in changes]},
-                    )
-                )
-            result.applied += 1
-            result.effects.extend(keys)
-            result.changes.extend(changes)
+            poison = self._apply_bulk([seq], result)
         except AccordError as exc:
             if exc.retryable:
                 raise
-            self._dead_letter_event(seq, exc)
+            poison = [(seq, exc)]
+        for dead_seq, reason in poison:
+            self._dead_letter_event(dead_seq, reason)
             result.dead += 1
 
     def _dead_letter_event(self, seq: int, exc: Exception) -> None:
@@ -724,110 +663,6 @@ class Pipeline:
                 subject=f"inbox/{seq}",
                 trace_id=row.trace_id,
             )
-
-    def _apply(
-        self, conn: Connection, event: InboundEvent
-    ) -> tuple[list[str], list[tuple[str, str, int]]]:
-        upserts = self.handler_for(event.system)(event)
-        echo = StoreEcho(conn)
-        records, xref, exceptions = Records(conn), Xref(conn), Exceptions(conn)
-        keys: list[str] = []
-        changes: list[tuple[str, str, int]] = []
-        for upsert in upserts:
-            link = xref.by_external(event.system, upsert.external_object, upsert.external_id)
-            if link is not None:
-                canonical_id = link.canonical_id
-            else:
-                canonical_id = str(
-                    deterministic_id(
-                        upsert.entity_type,
-                        event.system,
-                        upsert.external_object,
-                        upsert.external_id,
-                    )
-                )
-                xref.link(
-                    upsert.entity_type,
-                    canonical_id,
-                    event.system,
-                    upsert.external_object,
-                    upsert.external_id,
-                )
-            current = records.get(upsert.entity_type, canonical_id)
-            decision = decide(
-                self.policy,
-                upsert.entity_type,
-                current.data if current else None,
-                upsert.fields,
-                event.system,
-                echo,
-                entity_id=canonical_id,
-            )
-            record_inbound(echo, decision)
-            for conflict in decision.conflicts:
-                self._conflict(exceptions, conflict, event.trace_id)
-            if not decision.changes:
-                continue
-            data = dict(current.data) if current else {}
-            data.update(decision.changes)
-            put = records.put(
-                upsert.entity_type,
-                canonical_id,
-                data,
-                system=event.system,
-                actor=self.actor,
-                trace_id=event.trace_id,
-            )
-            if not put.changed_fields:
-                continue
-            version = put.version
-            changes.append((upsert.entity_type, canonical_id, version))
-            append(
-                conn,
-                actor=f"{self.actor}:{event.system}",
-                action="record.changed",
-                subject=f"{upsert.entity_type}/{canonical_id}",
-                data={
-                    "version": version,
-                    "fields": list(put.changed_fields),
-                    "event": f"{event.system}:{event.event_id}",
-                },
-            )
-            for route in self.routes.get(upsert.entity_type, ()):
-                if route.target == event.system:
-                    continue
-                fields = outbound(
-                    self.policy,
-                    upsert.entity_type,
-                    data,
-                    route.target,
-                    echo,
-                    entity_id=canonical_id,
-                )
-                if not fields:
-                    continue
-                record_outbound(echo, route.target, upsert.entity_type, canonical_id, fields)
-                effect = Effect(
-                    route.target,
-                    route.operation,
-                    effect_key(
-                        route.target,
-                        route.operation,
-                        upsert.entity_type,
-                        canonical_id,
-                        str(version),
-                    ),
-                    {
-                        "entity_type": upsert.entity_type,
-                        "id": canonical_id,
-                        "version": version,
-                        "fields": fields,
-                    },
-                    event.trace_id,
-                )
-                intend(conn, effect, request_digest(effect.request))
-                keys.append(effect.key)
-        return keys, changes
 
     # -- effects ----------------------------------------------------------------
 

@@ -53,7 +53,6 @@ import math
 import random
 import re
 import secrets
-import socket
 import threading
 import time
 from collections import Counter, deque
@@ -63,13 +62,13 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode, urlparse
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from accord.sandbox.recorder import Faults
+from accord.sandbox.serving import BackgroundServer
 
 __all__ = [
     "APPROVED_REASON",
@@ -978,49 +977,18 @@ class HarvestStandIn:
         self._counters: Counter[str] = Counter()
         self._agents: set[str] = set()
         self._counter_lock = threading.Lock()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
         self._port: int | None = None
         self.app = self._build_app()
+        self._served = BackgroundServer(self.app, name="Harvest stand-in", host=self.host)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> HarvestStandIn:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, 0))
-        sock.listen(128)
-        self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            log_level="critical",  # a lost response is an "exception" uvicorn would log
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            ws="none",
-            http="h11",
-            timeout_graceful_shutdown=2,
-        )
-        server = uvicorn.Server(config)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="harvest-stand-in", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the Harvest stand-in did not start")
-            time.sleep(0.01)
+        self._port = self._served.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = None
-        self._thread = None
+        self._served.stop()
 
     def __enter__(self) -> HarvestStandIn:
         return self.start()

@@ -46,21 +46,19 @@ import copy
 import json
 import random
 import re
-import socket
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from accord.sandbox.recorder import Faults
+from accord.sandbox.serving import BackgroundServer
 
 __all__ = ["API_VERSION", "EXTERNAL_ID", "FIELDS", "Faults", "SalesforceStandIn"]
 
@@ -211,49 +209,18 @@ class SalesforceStandIn:
         self._random_lock = threading.Lock()
         self._counters: Counter[str] = Counter()
         self._counter_lock = threading.Lock()
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
         self._port: int | None = None
         self.app = self._build_app()
+        self._served = BackgroundServer(self.app, name="Salesforce stand-in", host=self.host)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> SalesforceStandIn:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, 0))
-        sock.listen(128)
-        self._port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            self.app,
-            log_level="critical",
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            ws="none",
-            http="h11",
-            timeout_graceful_shutdown=2,
-        )
-        server = uvicorn.Server(config)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="salesforce-stand-in", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the Salesforce stand-in did not start")
-            time.sleep(0.01)
+        self._port = self._served.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._server = None
-        self._thread = None
+        self._served.stop()
 
     def __enter__(self) -> SalesforceStandIn:
         return self.start()

@@ -54,7 +54,6 @@ import json
 import queue
 import random
 import re
-import socket
 import string
 import threading
 import time
@@ -66,13 +65,13 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from accord.sandbox.recorder import Faults
+from accord.sandbox.serving import BackgroundServer
 
 __all__ = [
     "API_VERSION",
@@ -1474,9 +1473,7 @@ class StripeStandIn:
         self._random = random.Random(seed)
         self._random_lock = threading.Lock()
         self._webhooks = _WebhookSender(clock)
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._socket: socket.socket | None = None
+        self._served: BackgroundServer | None = None
         self.app = self._build_app()
 
     # -- what tests look at -------------------------------------------------------------
@@ -1522,45 +1519,20 @@ class StripeStandIn:
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> StripeStandIn:
-        # bound here so the port is known before serving; IPPROTO_TCP spelled out because
-        # asyncio sets TCP_NODELAY only on sockets that say so (else ~40 ms per answer)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self.port))
-        self.port = sock.getsockname()[1]
-        self._socket = sock
-        config = uvicorn.Config(
+        self._served = BackgroundServer(
             _DropLostResponses(self.app),
-            http="h11",
-            ws="none",
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            timeout_graceful_shutdown=1,
+            name="Stripe stand-in",
+            host=self.host,
+            port=self.port,
+            graceful=1,
         )
-        server = uvicorn.Server(config)
-        self._server = server
+        self.port = self._served.start()
         self._webhooks.start()
-        self._thread = threading.Thread(
-            target=server.run, kwargs={"sockets": [sock]}, name="stripe-stand-in", daemon=True
-        )
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the Stripe stand-in did not start")
-            time.sleep(0.01)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        if self._served is not None:
+            self._served.stop()
         self._webhooks.stop()
 
     def __enter__(self) -> StripeStandIn:
