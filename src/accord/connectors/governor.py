@@ -98,9 +98,9 @@ class QuotaPolicy:
     """
 
     per_second: int | None = None
-    """Calls in any span of one second (counted in 100 ms buckets)."""
+    """Calls in any span of one second (counted in 10 ms buckets)."""
     per_minute: int | None = None
-    """Calls in any span of 60 seconds (counted in 1 s buckets)."""
+    """Calls in any span of 60 seconds (counted in 600 ms buckets)."""
     per_day: int | None = None
     """Calls in any **rolling 24 hours**, not per calendar day (counted in 10-minute
     buckets): how Salesforce counts its daily API budget. Against a vendor that
@@ -266,8 +266,10 @@ class _Window:
         return (start_ms + self.bucket_ms + self.length_ms) / 1000
 
 
-_SECOND = _Window("second", 1_000, 100)
-_MINUTE = _Window("minute", 60_000, 1_000)
+# A bucket is about a hundredth of its window: a call counts for at most one
+# bucket longer than the window, so the governor can use about 99 % of a rate.
+_SECOND = _Window("second", 1_000, 10)
+_MINUTE = _Window("minute", 60_000, 600)
 _DAY = _Window("day", 86_400_000, 600_000)
 _WINDOWS = (_SECOND, _MINUTE, _DAY)
 _UNLIMITED = QuotaPolicy()

@@ -6,8 +6,8 @@ governor could be added without touching that module; importing this module
 test and Alembic see them like any other table. Migration ``0003`` creates them.
 
 * ``quota_usage`` counts the calls granted per vendor, window and bucket. Each
-  window is *rolling* and counted in buckets (a tenth of a second for the
-  per-second window, a second for the per-minute one, ten minutes for the
+  window is *rolling* and counted in buckets (10 ms for the
+  per-second window, 600 ms for the per-minute one, ten minutes for the
   24-hour one); ``window_start`` is the start of the bucket.
 * ``quota_state`` is one row per vendor: the pause set by a ``Retry-After``, the
   concurrency slots held, the circuit breaker, and the callers waiting with
