@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test check lint typecheck bench clean tryton tryton-stop
+.PHONY: run test check lint typecheck bench clean tryton tryton-stop browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,8 +16,18 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/accord bill examples/consulting-month.yaml
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# The console's tests drive Debian's Chromium headless through Playwright.
+# Without root to install it, they are skipped with the reason (or fail when
+# ACCORD_REQUIRE_SERVICES=1).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; \
+	  else echo "chromium not installed and no root to install it: console browser tests will skip"; fi; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench scripts
