@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from accord.config import Settings
 from accord.events.stream import EventStream, open_stream
 from accord.ownership import OwnershipPolicy, default_policy, parse_policy
+from accord.reconcile import schedule as reconcile_schedule  # registers its DBOS workflow
 from accord.runtime.effects import EffectExecutor, Vendor
 from accord.runtime.http_vendor import IdempotentHttpVendor
 from accord.runtime.pipeline import Handler, Pipeline, Route, SqlLedger
@@ -78,6 +79,12 @@ class Hub:
         DBOS(config=dbos_config(self.settings, self.executor_id))
         DBOS.launch()
         self._launched = True
+        reconcile_schedule.switch_on(
+            self.settings,
+            policy=self.pipeline.policy,
+            engine=self.engine,
+            executor=self.pipeline.executor,
+        )
         if dispatch:
             self.worker.start()
         return self

@@ -21,6 +21,7 @@ from accord.billing.recognition import LineRevenue, recognise_run
 from accord.billing.scenario import load_scenario, run_to_json, simulate
 from accord.config import EXAMPLE, Settings, load_settings
 from accord.errors import InvalidInput
+from accord.reconcile.cli import reconcile_app
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -172,6 +173,7 @@ audit_app = typer.Typer(help="The tamper-evident audit log.", no_args_is_help=Tr
 events_app = typer.Typer(help="The canonical event stream.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 app.add_typer(events_app, name="events")
+app.add_typer(reconcile_app, name="reconcile")
 
 ConfigOption = Annotated[
     Path | None,
@@ -325,6 +327,147 @@ def events_replay(
         stream.close()
 
 
+@app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Default: api.host, 127.0.0.1.")
+    ] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Default: api.port, 8700.")] = None,
+) -> None:
+    """Serve the REST API (/v1, /openapi.json) with the hub's workers in the same process."""
+    from accord.api.serve import serve as run_server
+
+    settings = _settings(config)
+    typer.echo(
+        f"accord serve on http://{host or settings.api.host}:"
+        f"{settings.api.port if port is None else port} ({_redact(settings.database_url)})",
+        err=True,
+    )
+    run_server(settings, host, port)
+
+
+keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[
+        str,
+        typer.Option("--role", help="admin, finance, pmo, sales_ops, auditor or integration."),
+    ],
+    name: Annotated[str, typer.Option("--name", help="What the key is for.")] = "",
+    config: ConfigOption = None,
+) -> None:
+    """Create an API key and print it once; only its hash is stored."""
+    from accord.api.keys import create_key
+
+    try:
+        created = create_key(_engine(config), role, name=name, actor="cli")
+    except InvalidInput as exc:
+        typer.echo(f"accord keys create: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(created.secret)
+    typer.echo(
+        f"key {created.key.id} (prefix {created.key.prefix}, role {role}): "
+        "store it now, it cannot be shown again",
+        err=True,
+    )
+
+
+@keys_app.command("list")
+def keys_list(
+    config: ConfigOption = None,
+    revoked: Annotated[bool, typer.Option("--revoked", help="Include revoked keys.")] = False,
+) -> None:
+    """List API keys (never the keys themselves)."""
+    from accord.api.keys import list_keys
+
+    table = Table(title="API keys")
+    for column in ("Id", "Prefix", "Role", "Name", "Created", "Revoked"):
+        table.add_column(column)
+    for key in list_keys(_engine(config), include_revoked=revoked):
+        table.add_row(
+            key.id,
+            key.prefix,
+            key.role,
+            key.name,
+            key.created_at.isoformat(timespec="seconds"),
+            key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "",
+        )
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="The key's id or prefix.")],
+    config: ConfigOption = None,
+) -> None:
+    """Revoke an API key; requests with it are refused from now on."""
+    from accord.api.keys import revoke_key
+
+    try:
+        revoked = revoke_key(_engine(config), key, actor="cli")
+    except InvalidInput as exc:
+        typer.echo(f"accord keys revoke: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"revoked {revoked.id} (prefix {revoked.prefix}, role {revoked.role})")
+
+
+@app.command()
+def demo(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    chaos: Annotated[
+        bool, typer.Option("--chaos", help="Kill and restart the worker; vendors inject faults.")
+    ] = False,
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where the demo keeps its store (replaced each run).")
+    ] = Path("accord-demo"),
+) -> None:
+    """Run the consulting firm's month end to end, from won deals to cash, and summarise it."""
+    from accord.q2c.demo import render_summary, run_demo
+
+    summary = run_demo(chaos=chaos, workdir=directory)
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+    else:
+        typer.echo(render_summary(summary))
+
+
+@app.command()
+def trace(
+    ident: Annotated[
+        str, typer.Argument(metavar="ID", help="Trace id, opportunity id or invoice number.")
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    config: ConfigOption = None,
+    database: Annotated[
+        Path | None, typer.Option("--db", help="A store file (e.g. accord-demo/accord.db).")
+    ] = None,
+) -> None:
+    """The timeline of one deal: deal, project, time, invoice, ERP posting, payment."""
+    from accord.q2c.trace import build_trace, render_trace
+
+    if database is not None:
+        from accord.store import make_engine, upgrade
+
+        engine = make_engine(f"sqlite:///{database.resolve()}")
+        upgrade(engine)
+    else:
+        engine = _engine(config)
+    try:
+        doc = build_trace(engine, ident)
+    except InvalidInput as exc:
+        typer.echo(f"accord trace: {exc}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        engine.dispose()
+    if as_json:
+        sys.stdout.write(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
+    else:
+        typer.echo(render_trace(doc))
+
 sandbox_app = typer.Typer(
     help="Stand-ins of the vendor APIs, for offline rehearsal.", no_args_is_help=True
 )
@@ -333,7 +476,9 @@ app.add_typer(sandbox_app, name="sandbox")
 
 @sandbox_app.command("serve")
 def sandbox_serve(
-    vendor: Annotated[str, typer.Argument(help="stripe, harvest, salesforce or recorder.")],
+    vendor: Annotated[
+        str, typer.Argument(help="stripe, harvest, salesforce, netsuite or recorder.")
+    ],
     port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free).")] = 0,
     error_rate: Annotated[float, typer.Option(help="Share of requests answered 5xx.")] = 0.0,
     throttle_rate: Annotated[float, typer.Option(help="Share answered 429.")] = 0.0,
@@ -360,12 +505,16 @@ def sandbox_serve(
         from accord.sandbox.salesforce import SalesforceStandIn
 
         server = SalesforceStandIn(faults=faults)
+    elif vendor == "netsuite":
+        from accord.sandbox.netsuite import NetSuiteStandIn
+
+        server = NetSuiteStandIn(port=port, faults=faults)
     elif vendor == "recorder":
         server = RecorderServer(port=port, faults=faults)
     else:
         typer.echo(
             f"accord sandbox serve: unknown vendor {vendor!r} "
-            "(stripe, harvest, salesforce, recorder)",
+            "(stripe, harvest, salesforce, netsuite, recorder)",
             err=True,
         )
         raise typer.Exit(2)

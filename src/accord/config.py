@@ -19,13 +19,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from accord.errors import InvalidInput
+from accord.reconcile.settings import ReconcileSettings
 
 __all__ = [
     "EXAMPLE",
+    "ApiSettings",
     "ConfigError",
+    "OidcSettings",
     "RuntimeSettings",
     "Settings",
     "SystemConfig",
@@ -68,7 +71,19 @@ class SystemConfig(_Strict):
     base_url: str | None = None
     token_env: str | None = None
     token_file: str | None = None
+    webhook_secret_env: str | None = None
+    """Environment variable holding the webhook signing secret (``/v1/webhooks/{system}``)."""
+    webhook_secret_file: str | None = None
+    """File holding the webhook signing secret, instead of an environment variable."""
     quota: dict[str, float] = {}
+    credentials_env: dict[str, str] = {}
+    """Further named credentials, each read from an environment variable: NetSuite's
+    ``{account_id, consumer_key, consumer_secret, token_id, token_secret}``."""
+
+    def credentials(self) -> dict[str, str]:
+        """The named credentials of ``credentials_env``, read now; unset ones left out."""
+        found = {name: os.environ.get(env, "") for name, env in self.credentials_env.items()}
+        return {name: value for name, value in found.items() if value}
 
     def secret(self) -> str | None:
         """The credential, read now from the environment or file the config names."""
@@ -77,6 +92,53 @@ class SystemConfig(_Strict):
         if self.token_file:
             return Path(self.token_file).read_text().strip()
         return None
+
+    def webhook_secret(self) -> str | None:
+        """The webhook signing secret, read now from the environment or file the config names."""
+        if self.webhook_secret_env:
+            return os.environ.get(self.webhook_secret_env)
+        if self.webhook_secret_file:
+            return Path(self.webhook_secret_file).read_text().strip()
+        return None
+
+
+class OidcSettings(_Strict):
+    """JWT bearer tokens from an OpenID Connect issuer (RS256, verified against its JWKS)."""
+
+    issuer: str
+    """The ``iss`` every token must carry."""
+    audience: str
+    """The ``aud`` every token must include."""
+    jwks_url: str | None = None
+    """Where the issuer publishes its signing keys (fetched and cached)."""
+    jwks_file: str | None = None
+    """A local copy of the JWKS instead of ``jwks_url``."""
+    role_claim: str = "accord_role"
+    """The claim that holds the Accord role (a string, or a list of which the first known wins)."""
+    leeway_seconds: float = Field(30.0, ge=0, le=600)
+    """Clock skew tolerated on ``exp`` and ``nbf``."""
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> OidcSettings:
+        if (self.jwks_url is None) == (self.jwks_file is None):
+            raise ValueError("give exactly one of jwks_url and jwks_file")
+        return self
+
+
+class ApiSettings(_Strict):
+    """The REST API served by ``accord serve``."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8700, ge=0, le=65535)
+    rate_limit_per_second: float = Field(50.0, gt=0)
+    """Sustained requests per second allowed to one API key (token bucket refill)."""
+    rate_limit_burst: int = Field(200, ge=1)
+    """Requests one key may make at once before the sustained rate applies."""
+    max_body_bytes: int = Field(1_048_576, ge=1024, le=64 * 1_048_576)
+    """Larger request bodies are refused with 413 before they are read."""
+    idempotency_hours: float = Field(24.0, ge=24.0)
+    """How long an ``Idempotency-Key`` and its stored response are kept (at least 24 h)."""
+    oidc: OidcSettings | None = None
 
 
 class Settings(_Strict):
@@ -90,6 +152,9 @@ class Settings(_Strict):
     routes: list[dict[str, str]] = []
     """Which canonical changes go where: ``{entity_type, target, operation}``."""
     schedules: dict[str, str] = {}
+    reconcile: ReconcileSettings = ReconcileSettings()
+    """Scheduled reconciliation: cron, pairs and where their sides are read from."""
+    api: ApiSettings = ApiSettings()
 
 
 EXAMPLE = """\
@@ -127,6 +192,17 @@ ownership: default
 schedules:
   billing: "0 6 1 * *"
   reconciliation: "0 * * * *"
+
+# The REST API of `accord serve` (docs/api.md). Keys: `accord keys create --role ROLE`.
+api:
+  host: 127.0.0.1
+  port: 8700
+  rate_limit_per_second: 50   # per API key, sustained
+  rate_limit_burst: 200       # per API key, at once
+  max_body_bytes: 1048576     # larger bodies are refused (413) before they are read
+  idempotency_hours: 24       # Idempotency-Key replay window (at least 24)
+  # oidc: {issuer: "https://login.example.com/", audience: accord,
+  #        jwks_url: "https://login.example.com/.well-known/jwks.json", role_claim: accord_role}
 """
 
 

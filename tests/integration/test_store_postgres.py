@@ -102,7 +102,12 @@ def test_migrations_create_the_same_schema_on_sqlite_and_postgresql(
         "echo_state",
         "quota_usage",
         "quota_state",
+        "reconcile_runs",
+        "reconcile_discrepancies",
         "cursors",
+        "api_keys",
+        "api_idempotency",
+        "exception_actions",
     }
     assert postgres_schema["inbox"]["unique"] == [
         ("uq_inbox_system_event_id", ("system", "event_id"))

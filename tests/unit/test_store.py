@@ -57,9 +57,14 @@ from accord.store.tables import GENESIS_HASH, audit_head, audit_log
 T = TypeVar("T")
 
 TABLES = {
+    "api_keys",
+    "api_idempotency",
+    "exception_actions",
     "echo_state",
     "quota_usage",
     "quota_state",
+    "reconcile_runs",
+    "reconcile_discrepancies",
     "records",
     "record_versions",
     "xref",

@@ -15,6 +15,7 @@ root with :func:`make_engine`, bring the schema up to date with
 See ``docs/store.md``.
 """
 
+from accord.store.api_tables import api_idempotency, api_keys, exception_actions
 from accord.store.audit import (
     AuditEntry,
     AuditProblem,
@@ -38,6 +39,7 @@ from accord.store.db import (
     upgrade,
 )
 from accord.store.quota_tables import quota_state, quota_usage
+from accord.store.reconcile_tables import reconcile_discrepancies, reconcile_runs
 from accord.store.repo import (
     EFFECT_LIFECYCLE,
     EXCEPTION_LIFECYCLE,
@@ -97,6 +99,8 @@ __all__ = [
     "XrefConflict",
     "XrefLink",
     "alembic_config",
+    "api_idempotency",
+    "api_keys",
     "append",
     "append_many",
     "canonical_json",
@@ -106,12 +110,15 @@ __all__ = [
     "default_url",
     "entries",
     "entry_hash",
+    "exception_actions",
     "head_revision",
     "json_document",
     "make_engine",
     "metadata",
     "quota_state",
     "quota_usage",
+    "reconcile_discrepancies",
+    "reconcile_runs",
     "upgrade",
     "utc_now",
     "verify",

@@ -1,0 +1,412 @@
+"""Pairs read and healed through the vendor connectors.
+
+A **binding** says how one vendor holds one pair's records: which vendor object
+is read, how a record becomes the pair's comparable canonical form (through
+the connector's ``mapping.py``, so a field name or a rounding rule is decided
+once), which of the pair's fields the vendor carries at all, and how a fix
+(one field, or a whole missing record) is written back. The key of every
+projected record is the canonical id each vendor keeps beside its own id
+(Salesforce ``Accord_Id__c``, NetSuite ``externalId``, Stripe
+``metadata[accord_id]``); a record without one is not Accord's and is left out.
+
+Only the fields both vendors carry are compared: NetSuite keeps no payment
+terms on a customer, so ``payment_terms_days`` is not compared between
+Salesforce and NetSuite rather than always differing.
+
+Reads go through :class:`~accord.reconcile.sides.ConnectorSide` (and so through
+the quota governor); references to other records (an invoice's customer) are
+resolved to canonical ids by reading that object once per side. Writes go
+through :class:`ReconcileWriter`, the effect executor's vendor for a system, so
+a fix is an idempotent effect: the ledger records it first, and every write
+here is an upsert or a ``PATCH`` of the same values, safe to repeat.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from accord.connectors.base import Connector, Cursor, Governor, WriteRequest
+from accord.errors import InvalidInput
+from accord.reconcile.pairs import Pair
+from accord.reconcile.sides import ConnectorSide
+from accord.runtime.effects import Effect, EffectOutcome, Vendor
+
+__all__ = [
+    "BINDINGS",
+    "CONNECTORS",
+    "Binding",
+    "ReconcileWriter",
+    "binding_for",
+    "build_connector",
+    "connector_side",
+]
+
+
+# -- connectors from accord.yaml ------------------------------------------------------------
+
+CONNECTORS: Mapping[str, tuple[str, str, str | None]] = {
+    "salesforce": ("accord.connectors.salesforce.connector", "SalesforceConnector", "access_token"),
+    "netsuite": ("accord.connectors.netsuite.connector", "NetSuiteConnector", None),
+    "stripe": ("accord.connectors.stripe.connector", "StripeConnector", "api_key"),
+    "harvest": ("accord.connectors.harvest.connector", "HarvestConnector", "access_token"),
+    "tryton": ("accord.connectors.tryton.connector", "TrytonConnector", "password"),
+}
+"""Connector name → (module, class, the credential ``token_env``/``token_file`` fills)."""
+
+
+def build_connector(
+    system: str,
+    connector: str,
+    *,
+    base_url: str | None,
+    token: str | None,
+    credentials: Mapping[str, str] | None = None,
+    governor: Governor | None = None,
+) -> Connector:
+    """The connector of a configured system (``systems.<name>`` in ``accord.yaml``)."""
+    try:
+        module_name, class_name, token_name = CONNECTORS[connector]
+    except KeyError:
+        raise InvalidInput(
+            f"no connector {connector!r} to read through (known: {', '.join(sorted(CONNECTORS))})",
+            record=f"systems.{system}",
+            field="connector",
+        ) from None
+    if not base_url:
+        raise InvalidInput(
+            "a system read by reconciliation needs its base_url",
+            record=f"systems.{system}",
+            field="base_url",
+        )
+    given = dict(credentials or {})
+    if token_name is not None and token:
+        given.setdefault(token_name, token)
+    cls = getattr(importlib.import_module(module_name), class_name)
+    try:
+        built: Connector = cls(base_url=base_url, credentials=given, governor=governor)
+    except InvalidInput as exc:
+        raise InvalidInput(exc.message, record=f"systems.{system}", field=exc.field) from None
+    return built
+
+
+# -- projections -------------------------------------------------------------------------------
+
+Refs = Callable[[str], Mapping[str, str]]
+"""Vendor id → canonical id of every record of a vendor object (read once per side)."""
+Project = Callable[[Mapping[str, Any], Refs], Mapping[str, Any] | None]
+Translate = Callable[[str, str, Mapping[str, Any]], WriteRequest]
+"""``(operation, key, canonical fields)`` → the vendor write (``update`` or ``create``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Binding:
+    """How one vendor holds one pair's records."""
+
+    object: str
+    """The vendor object read (the connector's name for it)."""
+    carries: frozenset[str]
+    """The pair's fields (and total-grouping columns) this vendor holds."""
+    project: Project
+    """A vendor record → the canonical comparable form with ``id`` (or ``None``)."""
+    translate: Translate | None = None
+    """A fix → the vendor write; ``None``: reconciliation does not write this side."""
+    references: tuple[str, ...] = field(default=())
+    """Vendor objects whose ids the projection turns into canonical ids."""
+
+
+def _domain(value: Any) -> str | None:
+    if value in (None, ""):
+        return None
+    text = str(value).strip().lower()
+    for prefix in ("https://", "http://"):
+        text = text.removeprefix(prefix)
+    return text.removeprefix("www.").rstrip("/") or None
+
+
+def _period(day: Any) -> str | None:
+    return str(day)[:7] if day else None
+
+
+# Salesforce ---------------------------------------------------------------------------------
+
+_SF_ACCOUNT_FIELDS = {
+    "legal_name": "Name",
+    "domain": "Website",
+    "default_currency": "CurrencyIsoCode",
+    "payment_terms_days": "Payment_Terms_Days__c",
+    "status": "Accord_Status__c",
+}
+
+
+def _sf_account(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | None:
+    from accord.connectors.salesforce.mapping import account_to_canonical
+
+    account = account_to_canonical(row)
+    if not account.get("accord_id"):
+        return None
+    return {
+        "id": account["accord_id"],
+        "legal_name": account["legal_name"],
+        "domain": _domain(account["domain"]),
+        "default_currency": account["default_currency"],
+        "payment_terms_days": account["payment_terms_days"],
+        "status": account["status"],
+    }
+
+
+def _sf_account_write(operation: str, key: str, data: Mapping[str, Any]) -> WriteRequest:
+    from accord.connectors.salesforce.mapping import account_from_canonical
+
+    if operation == "create":
+        fields = account_from_canonical(data)
+    else:
+        fields = {}
+        for name, value in data.items():
+            if name not in _SF_ACCOUNT_FIELDS:
+                raise InvalidInput("Salesforce holds no such account field", record=key, field=name)
+            if name == "payment_terms_days" and value is not None:
+                value = int(value)
+            fields[_SF_ACCOUNT_FIELDS[name]] = value
+    # an upsert by Accord_Id__c: creates the account, or sets just these fields
+    return WriteRequest("Account", "upsert", fields, idempotency_key="", external_id=key)
+
+
+# NetSuite -------------------------------------------------------------------------------------
+
+_NS_SUBSIDIARY = "1"
+"""The subsidiary a customer created by reconciliation belongs to (NetSuite's first)."""
+
+
+def _ns_account(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | None:
+    from accord.connectors.netsuite.mapping import account_from_customer
+
+    account = account_from_customer(row)
+    if not account.get("id"):
+        return None
+    return {
+        "id": account["id"],
+        "legal_name": account["legal_name"],
+        "domain": _domain(account["domain"]),
+        "default_currency": account["default_currency"],
+        "status": account["status"],
+    }
+
+
+def _ns_customer_fields(key: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    from accord.connectors.netsuite.mapping import CURRENCY_IDS, ref
+
+    body: dict[str, Any] = {}
+    for name, value in data.items():
+        if name == "legal_name":
+            body["companyName"] = value
+        elif name == "domain":
+            body["url"] = f"https://{value}" if value else None
+        elif name == "default_currency":
+            if value not in CURRENCY_IDS:
+                raise InvalidInput(
+                    f"NetSuite has no currency {value!r}", record=key, field="default_currency"
+                )
+            body["currency"] = ref(CURRENCY_IDS[value])
+        elif name == "status":
+            body["isInactive"] = str(value) in ("inactive", "merged")
+        else:
+            raise InvalidInput("NetSuite holds no such customer field", record=key, field=name)
+    return body
+
+
+def _ns_account_write(operation: str, key: str, data: Mapping[str, Any]) -> WriteRequest:
+    from accord.connectors.netsuite.mapping import customer_from_account
+
+    if operation == "create":
+        body = customer_from_account({**data, "id": key}, subsidiary_id=_NS_SUBSIDIARY)
+        return WriteRequest("customer", "upsert", body, idempotency_key="", external_id=key)
+    # a PATCH by external id: the same values again change nothing
+    body = _ns_customer_fields(key, data)
+    return WriteRequest("customer", "update", body, idempotency_key="", external_id=f"eid:{key}")
+
+
+def _ns_invoice(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | None:
+    from accord.connectors.netsuite.mapping import invoice_to_canonical
+
+    invoice = invoice_to_canonical(row)
+    if not invoice.get("id"):
+        return None
+    customer = invoice["customer_external_id"]
+    return {
+        "id": invoice["id"],
+        "number": invoice["number"],
+        "account_id": refs("customer").get(customer or "", customer),
+        "currency": invoice["currency"],
+        "gross": invoice["gross"],
+        "amount_due": invoice["amount_due"],
+        "status": invoice["status"],
+        "period": _period(invoice["issue_date"]),
+    }
+
+
+# Stripe ----------------------------------------------------------------------------------------
+
+
+def _stripe_invoice(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | None:
+    from accord.connectors.stripe.mapping import invoice_fields
+
+    invoice = invoice_fields(row)
+    if not invoice.get("id") or invoice["status"] in (None, "draft"):
+        return None  # a draft is not issued yet: nothing to agree on
+    customer = invoice["customer_external_id"]
+    return {
+        "id": invoice["id"],
+        "number": invoice["number"],
+        "account_id": refs("customer").get(customer or "", customer),
+        "currency": invoice["currency"],
+        "gross": invoice["gross"],
+        "amount_due": invoice["amount_due"],
+        "status": invoice["status"],
+        "period": _period(invoice["issue_date"]),
+    }
+
+
+_INVOICE_FIELDS = frozenset(
+    {"number", "account_id", "currency", "gross", "amount_due", "status", "period"}
+)
+"""Net and tax are not compared: NetSuite's SuiteQL rows carry no tax total."""
+
+BINDINGS: Mapping[tuple[str, str], Binding] = {
+    ("accounts", "salesforce"): Binding(
+        "Account",
+        frozenset(_SF_ACCOUNT_FIELDS),
+        _sf_account,
+        _sf_account_write,
+    ),
+    ("accounts", "netsuite"): Binding(
+        "customer",
+        frozenset({"legal_name", "domain", "default_currency", "status"}),
+        _ns_account,
+        _ns_account_write,
+    ),
+    ("invoices", "stripe"): Binding(
+        "invoice", _INVOICE_FIELDS, _stripe_invoice, references=("customer",)
+    ),
+    ("invoices", "netsuite"): Binding(
+        "invoice", _INVOICE_FIELDS, _ns_invoice, references=("customer",)
+    ),
+}
+"""(pair, connector) → how that vendor holds the pair's records."""
+
+
+def binding_for(pair: Pair, connector: str) -> Binding:
+    """The binding of ``pair`` on ``connector``, or an error naming what is supported."""
+    try:
+        return BINDINGS[(pair.name, connector)]
+    except KeyError:
+        known = sorted(c for p, c in BINDINGS if p == pair.name)
+        raise InvalidInput(
+            f"pair {pair.name!r} cannot be read through the {connector} connector"
+            f" (supported: {', '.join(known) or 'none yet'})",
+            record=f"reconcile.sources.{pair.name}",
+            field="system",
+        ) from None
+
+
+_REFERENCE_KEYS: Mapping[tuple[str, str], Callable[[Mapping[str, Any]], str | None]] = {
+    ("stripe", "customer"): lambda row: (row.get("metadata") or {}).get("accord_id"),
+    ("netsuite", "customer"): lambda row: row.get("externalId"),
+    ("salesforce", "Account"): lambda row: row.get("Accord_Id__c"),
+}
+
+
+class _References:
+    """Vendor id → canonical id per referenced object, read once through the connector."""
+
+    def __init__(self, connector: Connector) -> None:
+        self.connector = connector
+        self._maps: dict[str, dict[str, str]] = {}
+
+    def __call__(self, object: str) -> Mapping[str, str]:
+        found = self._maps.get(object)
+        if found is None:
+            canonical = _REFERENCE_KEYS.get((self.connector.name, object))
+            if canonical is None:
+                raise InvalidInput(
+                    f"{self.connector.name} has no canonical id on {object!r}", field=object
+                )
+            found = {}
+            records, _ = self.connector.read_changes(object, Cursor())
+            for record in records:
+                value = canonical(record.data)
+                if value:
+                    found[record.id] = str(value)
+            self._maps[object] = found
+        return found
+
+
+def connector_side(pair: Pair, connector: Connector, *, name: str | None = None) -> ConnectorSide:
+    """One side of ``pair`` read through ``connector``, projected onto the pair's fields."""
+    binding = binding_for(pair, connector.name)
+    refs = _References(connector)
+
+    def project(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        return binding.project(data, refs)
+
+    return ConnectorSide(
+        connector, binding.object, project, name=name or connector.name, carries=binding.carries
+    )
+
+
+# -- writes --------------------------------------------------------------------------------------
+
+
+class ReconcileWriter(Vendor):
+    """The effect executor's vendor for a system that reconciliation heals.
+
+    An effect's request (from :meth:`accord.reconcile.heal.Healer.effect`) names
+    the pair's entity type, ``update`` or ``create``, the record's canonical id
+    and the canonical fields; the pair's binding turns it into the vendor's
+    upsert or ``PATCH``, which the connector sends through the quota governor.
+    """
+
+    def __init__(self, connector: Connector, pairs: Sequence[Pair]) -> None:
+        self.connector = connector
+        self._translate: dict[str, Translate] = {}
+        for pair in pairs:
+            binding = BINDINGS.get((pair.name, connector.name))
+            if binding is not None and binding.translate is not None:
+                self._translate[pair.entity_type] = binding.translate
+
+    def request(self, effect: Effect) -> WriteRequest:
+        body = effect.request
+        entity = str(body.get("object"))
+        translate = self._translate.get(entity)
+        if translate is None:
+            raise InvalidInput(
+                f"reconciliation does not write {entity!r} to {self.connector.name}",
+                record=effect.key,
+                field="object",
+            )
+        key = str(body.get("external_id") or "")
+        if not key:
+            raise InvalidInput("a reconciliation fix needs the record's id", record=effect.key)
+        data = body.get("data")
+        if not isinstance(data, Mapping):
+            raise InvalidInput("a reconciliation fix needs its fields", record=key, field="data")
+        made = translate(str(body.get("operation", "update")), key, data)
+        return WriteRequest(
+            made.object,
+            made.operation,
+            made.data,
+            idempotency_key=effect.key,
+            external_id=made.external_id,
+            priority=made.priority,
+        )
+
+    def perform(self, effect: Effect) -> EffectOutcome:
+        return self.connector.write(self.request(effect))
+
+    def lookup(self, effect: Effect) -> EffectOutcome | None:
+        return self.connector.lookup(self.request(effect))
+
+    def close(self) -> None:
+        self.connector.close()
