@@ -42,6 +42,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_billing.py
 	$(BIN)/python bench/bench_runtime.py
 	$(BIN)/python bench/bench_governor.py --quick
+	$(BIN)/python bench/bench_connector_calls.py
+	$(BIN)/python bench/bench_reconcile.py
+	$(BIN)/python bench/bench_api.py
 
 tryton:
 	$(PYTHON) scripts/tryton_server.py start

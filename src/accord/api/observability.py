@@ -21,21 +21,18 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, MutableMapping
 from datetime import timedelta
 from typing import Any
 
 import structlog
 from opentelemetry import trace
-from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -47,6 +44,7 @@ from accord.api.problems import Problem, problem_response
 from accord.store.quota_tables import quota_usage
 from accord.store.repo import utc_now
 from accord.store.tables import ExceptionState, effects, exceptions, inbox
+from accord.tracing import span_in_trace
 
 __all__ = [
     "API_VERSION",
@@ -122,24 +120,6 @@ def configure_logging(stream: Any = None, level: int = logging.INFO) -> None:
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
         cache_logger_on_first_use=False,
     )
-
-
-@contextmanager
-def span_in_trace(
-    tracer: trace.Tracer, name: str, trace_id: str | None, **attributes: Any
-) -> Iterator[trace.Span]:
-    """A span in the business trace ``trace_id`` (32 hex digits), or a new trace."""
-    context: Context | None = None
-    if trace_id and re.fullmatch(r"[0-9a-f]{32}", trace_id) and int(trace_id, 16):
-        parent = SpanContext(
-            trace_id=int(trace_id, 16),
-            span_id=int.from_bytes(os.urandom(8), "big") or 1,
-            is_remote=True,
-            trace_flags=TraceFlags(TraceFlags.SAMPLED),
-        )
-        context = trace.set_span_in_context(NonRecordingSpan(parent))
-    with tracer.start_as_current_span(name, context=context, attributes=attributes) as span:
-        yield span
 
 
 class StoreCollector(Collector):

@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 
 import uvicorn
+from opentelemetry.sdk.trace import TracerProvider
 
 from accord.api.app import create_app
 from accord.api.observability import configure_logging
 from accord.config import Settings
+from accord.tracing import install
 
 __all__ = ["serve"]
 
@@ -26,7 +28,9 @@ def serve(settings: Settings, host: str | None = None, port: int | None = None) 
     hub = build_hub(settings)
     hub.start()
     try:
-        app = create_app(hub, settings)
+        provider = TracerProvider()
+        install(provider)  # workflow steps and vendor calls join the API's traces
+        app = create_app(hub, settings, tracer_provider=provider)
         config = uvicorn.Config(
             app,
             host=host or settings.api.host,

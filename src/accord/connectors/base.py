@@ -26,6 +26,7 @@ import httpx
 
 from accord.errors import AccordError, InvalidInput, TransientError
 from accord.runtime.effects import Effect, EffectOutcome, Vendor
+from accord.tracing import TracingTransport
 
 __all__ = [
     "Capability",
@@ -179,7 +180,7 @@ class Connector(ABC):
     def __post_init__(self) -> None:
         self._client = httpx.Client(
             base_url=self.base_url,
-            transport=self.transport,
+            transport=TracingTransport(self.transport),
             timeout=self.timeout,
             headers=self.auth_headers(),
         )

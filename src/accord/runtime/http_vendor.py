@@ -10,6 +10,7 @@ import httpx
 
 from accord.errors import AccordError, InvalidInput, TransientError
 from accord.runtime.effects import Effect, EffectOutcome, Vendor
+from accord.tracing import TracingTransport
 
 __all__ = ["IdempotentHttpVendor"]
 
@@ -30,7 +31,9 @@ class IdempotentHttpVendor(Vendor):
         transport: httpx.BaseTransport | None = None,
         timeout: float = 5.0,
     ) -> None:
-        self._client = httpx.Client(base_url=base_url, transport=transport, timeout=timeout)
+        self._client = httpx.Client(
+            base_url=base_url, transport=TracingTransport(transport), timeout=timeout
+        )
         self._path = path
 
     def close(self) -> None:

@@ -17,6 +17,7 @@ blocks the other events of its batch.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -70,6 +71,7 @@ from accord.store.tables import (
     record_versions,
     xref,
 )
+from accord.tracing import record_spans, span_in_trace, tracer
 
 __all__ = [
     "CanonicalUpsert",
@@ -399,6 +401,7 @@ class Pipeline:
     def _apply_in(
         self, seqs: Sequence[int], result: BatchOutcome, poison: list[tuple[int, Exception]]
     ) -> None:
+        started = time.time_ns()
         with self.engine.begin() as conn:
             if conn.dialect.name == "sqlite":
                 # take SQLite's write lock before reading, so nothing moves underneath
@@ -569,7 +572,13 @@ class Pipeline:
                 ),
                 outcomes,
             )
-        return
+        record_spans(
+            "workflow step apply",
+            (event.trace_id for event, _ in work),
+            started,
+            time.time_ns(),
+            {"accord.batch.events": len(work)},
+        )
 
     def _canonical_ids(
         self, conn: Connection, work: Sequence[tuple[InboundEvent, Sequence[CanonicalUpsert]]]
@@ -702,9 +711,16 @@ class Pipeline:
                 single.append(effect)
         for system, batch in batches.items():
             single.extend(self._perform_batches(system, batch, counts))
+        spans = tracer("accord.runtime")
         for effect in single:
             try:
-                outcome = self.executor.execute(effect)
+                with span_in_trace(
+                    spans,
+                    f"effect {effect.system} {effect.operation}",
+                    effect.trace_id,
+                    **{"accord.effect.key": effect.key},
+                ):
+                    outcome = self.executor.execute(effect)
             except (EffectFailed, InvalidInput) as exc:
                 self._dead_letter_effect(effect, exc)
                 counts["dead"] += 1
@@ -728,11 +744,25 @@ class Pipeline:
                     .where(effects.c.idempotency_key.in_(chunk_keys))
                     .values(attempts=effects.c.attempts + 1, updated_at=utc_now())
                 )
+            started = time.time_ns()
             try:
-                results = vendor.perform_many(chunk)
+                with span_in_trace(
+                    tracer("accord.runtime"),
+                    f"effect {system} batch",
+                    chunk[0].trace_id,
+                    **{"accord.batch.effects": len(chunk)},
+                ):
+                    results = vendor.perform_many(chunk)
             except AccordError:
                 leftovers.extend(chunk)  # whole call failed or was lost: one by one, looking first
                 continue
+            record_spans(
+                f"effect {system} (batched)",
+                (effect.trace_id for effect in chunk[1:]),
+                started,
+                time.time_ns(),
+                {"accord.batch.effects": len(chunk)},
+            )
             done = []
             for effect, result in zip(chunk, results, strict=True):
                 if isinstance(result, EffectOutcome):
