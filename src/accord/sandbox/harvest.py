@@ -68,7 +68,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from accord.sandbox.recorder import Faults
-from accord.sandbox.serving import BackgroundServer
+from accord.sandbox.serving import BackgroundServer, ServedStandIn
 
 __all__ = [
     "APPROVED_REASON",
@@ -944,13 +944,15 @@ def _system_clock() -> datetime:
     return datetime.now(UTC)
 
 
-class HarvestStandIn:
+class HarvestStandIn(ServedStandIn):
     """The Harvest stand-in, served by uvicorn on loopback in a background thread.
 
     ``clock`` is read for every ``created_at``/``updated_at``; tests freeze it to
     make many records share one stamp, as they do at Harvest within a second.
     ``faults`` may be replaced at any time; it applies to the next request.
     """
+
+    url_path = "/v2"
 
     def __init__(
         self,
@@ -980,28 +982,6 @@ class HarvestStandIn:
         self._port: int | None = None
         self.app = self._build_app()
         self._served = BackgroundServer(self.app, name="Harvest stand-in", host=self.host)
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def start(self) -> HarvestStandIn:
-        self._port = self._served.start()
-        return self
-
-    def stop(self) -> None:
-        self._served.stop()
-
-    def __enter__(self) -> HarvestStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """The API base to give a client, as ``https://api.harvestapp.com/v2`` is."""
-        if self._port is None:
-            raise RuntimeError("the Harvest stand-in is not started")
-        return f"http://{self.host}:{self._port}/v2"
 
     # -- observation -----------------------------------------------------------------------
 

@@ -81,7 +81,7 @@ from accord.connectors.netsuite import auth
 from accord.connectors.netsuite.mapping import dumps, loads
 from accord.errors import InvalidInput
 from accord.sandbox.recorder import Faults
-from accord.sandbox.serving import BackgroundServer
+from accord.sandbox.serving import BackgroundServer, ServedStandIn
 
 __all__ = ["CURRENCIES", "FIELDS", "ITEMS", "Faults", "NetSuiteStandIn", "error_body"]
 
@@ -254,7 +254,7 @@ def _number(value: Any, field: str) -> Decimal:
     return number
 
 
-class NetSuiteStandIn:
+class NetSuiteStandIn(ServedStandIn):
     """The NetSuite stand-in, served by uvicorn on loopback in a background thread.
 
     ``clock`` stamps ``lastModifiedDate`` and judges OAuth timestamps; tests
@@ -315,28 +315,6 @@ class NetSuiteStandIn:
             "isInactive": False,
             "lastModifiedDate": self._now(),
         }
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def start(self) -> NetSuiteStandIn:
-        self._port = self._served.start()
-        return self
-
-    def stop(self) -> None:
-        self._served.stop()
-
-    def __enter__(self) -> NetSuiteStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """The account's REST domain, as ``https://<account>.suitetalk.api.netsuite.com`` is."""
-        if self._port is None:
-            raise RuntimeError("the NetSuite stand-in is not started")
-        return f"http://{self.host}:{self._port}"
 
     @property
     def credentials(self) -> dict[str, str]:

@@ -58,7 +58,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from accord.sandbox.recorder import Faults
-from accord.sandbox.serving import BackgroundServer
+from accord.sandbox.serving import BackgroundServer, ServedStandIn
 
 __all__ = ["API_VERSION", "EXTERNAL_ID", "FIELDS", "Faults", "SalesforceStandIn"]
 
@@ -93,6 +93,8 @@ FIELDS: Mapping[str, tuple[str, ...]] = {
         "Amount",
         "CurrencyIsoCode",
         "Probability",
+        "ERP_Customer_Id__c",
+        "PSA_Project_Id__c",
         EXTERNAL_ID,
     ),
     "OpportunityLineItem": (
@@ -176,7 +178,7 @@ def _system_clock() -> datetime:
     return datetime.now(UTC)
 
 
-class SalesforceStandIn:
+class SalesforceStandIn(ServedStandIn):
     """The Salesforce stand-in, served by uvicorn on loopback in a background thread.
 
     ``clock`` is read for every stamp; tests freeze it so that many records
@@ -212,28 +214,6 @@ class SalesforceStandIn:
         self._port: int | None = None
         self.app = self._build_app()
         self._served = BackgroundServer(self.app, name="Salesforce stand-in", host=self.host)
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def start(self) -> SalesforceStandIn:
-        self._port = self._served.start()
-        return self
-
-    def stop(self) -> None:
-        self._served.stop()
-
-    def __enter__(self) -> SalesforceStandIn:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """The instance URL, as ``https://<domain>.my.salesforce.com`` is."""
-        if self._port is None:
-            raise RuntimeError("the Salesforce stand-in is not started")
-        return f"http://{self.host}:{self._port}"
 
     # -- observation -----------------------------------------------------------------------
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import uvicorn
 
-__all__ = ["BackgroundServer"]
+__all__ = ["BackgroundServer", "ServedStandIn"]
 
 
 class BackgroundServer:
@@ -84,3 +84,36 @@ class BackgroundServer:
         self._server = None
         self._thread = None
         self._socket = None
+
+
+class ServedStandIn:
+    """What every stand-in served by a :class:`BackgroundServer` shares.
+
+    A subclass sets ``host``, ``_served`` and ``_port = None`` in its constructor.
+    """
+
+    #: What follows the server's address in :attr:`url` (Harvest's ``/v2``).
+    url_path: ClassVar[str] = ""
+    host: str
+    _served: BackgroundServer
+    _port: int | None
+
+    def start(self) -> Self:
+        self._port = self._served.start()
+        return self
+
+    def stop(self) -> None:
+        self._served.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """The API base to give a client, where the vendor's own host would go."""
+        if self._port is None:
+            raise RuntimeError(f"the {self._served.name} is not started")
+        return f"http://{self.host}:{self._port}{self.url_path}"
