@@ -20,7 +20,7 @@ from sqlalchemy import Connection, func, select, text
 
 from accord.api.auth import QUEUE_ROLES, Permission, Principal
 from accord.api.context import ApiContext
-from accord.api.routers.exceptions import business_context, replay_item
+from accord.api.routers.exceptions import business_context, replay_item, take_action
 from accord.api.routers.traces import TraceOut, get_trace
 from accord.connectors.governor import quota_policies
 from accord.console.charts import Bar, bar_chart, column_chart
@@ -33,12 +33,11 @@ from accord.store import (
     AuditReport,
     ExceptionItem,
     Exceptions,
-    append,
     current_revision,
     head_revision,
     verify,
 )
-from accord.store.api_tables import API_ROLES, exception_actions
+from accord.store.api_tables import API_ROLES
 from accord.store.quota_tables import quota_state
 from accord.store.reconcile_tables import DISCREPANCY_CLASSES
 from accord.store.tables import ExceptionState, record_versions, records, xref
@@ -408,36 +407,8 @@ def act(
             raise ActionRefused(problem.status, problem.detail) from None
     try:
         with ctx.engine.begin() as conn:
-            exceptions = Exceptions(conn, ctx.clock)
-            if action == "assign":
-                exceptions.assign(item_id, caller.name)
-            elif action == "resolve":
-                assert reason is not None
-                exceptions.resolve(item_id, reason)
-            elif action == "ignore":
-                assert reason is not None
-                exceptions.ignore(item_id, reason)
-            now = ctx.clock()
-            conn.execute(
-                exception_actions.insert().values(
-                    exception_id=item_id,
-                    action=action,
-                    actor=caller.name,
-                    role=caller.role,
-                    reason=reason,
-                    at=now,
-                )
-            )
-            if action != "retry":
-                append(
-                    conn,
-                    actor=caller.name,
-                    action=f"exception.{action}",
-                    subject=f"exception/{item_id}",
-                    data={"reason": reason, "role": caller.role, "trace_id": trace_id},
-                    at=now,
-                )
-            updated = exceptions.get(item_id)
+            assignee = caller.name if action == "assign" else reason
+            updated = take_action(conn, ctx.clock, caller, item_id, action, assignee, trace_id)
     except AccordError as exc:
         raise ActionRefused(409, str(exc)) from None
     assert updated is not None

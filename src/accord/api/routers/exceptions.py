@@ -31,9 +31,10 @@ from accord.errors import InvalidInput
 from accord.runtime.pipeline import DEAD_LETTER
 from accord.store import ExceptionItem, Exceptions, append
 from accord.store.api_tables import API_ROLES, exception_actions
+from accord.store.repo import Clock
 from accord.store.tables import ExceptionState
 
-__all__ = ["business_context", "router"]
+__all__ = ["business_context", "router", "take_action"]
 
 router = APIRouter(tags=["exceptions"])
 
@@ -146,43 +147,64 @@ def get_item(
         return _out(item, _history(conn, id))
 
 
+def take_action(
+    conn: Connection,
+    clock: Clock,
+    caller: Principal,
+    item_id: str,
+    action: str,
+    reason: str | None,
+    trace_id: str | None,
+) -> ExceptionItem:
+    """Assign, resolve, ignore or note a retry of an item: its history row and audit entry.
+
+    The one writer of exception actions, for the API and the console alike. For
+    ``assign`` the ``reason`` is the assignee; a retry's replay is audited by the
+    replay itself, so only its history row is written here.
+    """
+    queue = Exceptions(conn, clock)
+    if action == "assign":
+        assert reason is not None
+        queue.assign(item_id, reason)
+    elif action == "resolve":
+        assert reason is not None
+        queue.resolve(item_id, reason)
+    elif action == "ignore":
+        assert reason is not None
+        queue.ignore(item_id, reason)
+    now = clock()
+    conn.execute(
+        exception_actions.insert().values(
+            exception_id=item_id,
+            action=action,
+            actor=caller.name,
+            role=caller.role,
+            reason=reason,
+            at=now,
+        )
+    )
+    if action != "retry":
+        append(
+            conn,
+            actor=caller.name,
+            action=f"exception.{action}",
+            subject=f"exception/{item_id}",
+            data={"reason": reason, "role": caller.role, "trace_id": trace_id},
+            at=now,
+        )
+    item = queue.get(item_id)
+    assert item is not None
+    return item
+
+
 def _act(
     ctx: ApiContext, caller: Principal, item_id: str, action: str, reason: str | None, trace: str
 ) -> ExceptionOut:
     with ctx.engine.begin() as conn:
-        queue = Exceptions(conn, ctx.clock)
-        item = queue.get(item_id)
+        item = Exceptions(conn, ctx.clock).get(item_id)
         if item is None or not _visible(caller, item.role):
             raise Problem(404, "not-found", f"no exception item {item_id!r} in your queue")
-        if action == "assign":
-            assert reason is not None
-            item = queue.assign(item_id, reason)
-        elif action == "resolve":
-            assert reason is not None
-            item = queue.resolve(item_id, reason)
-        elif action == "ignore":
-            assert reason is not None
-            item = queue.ignore(item_id, reason)
-        now = ctx.clock()
-        conn.execute(
-            exception_actions.insert().values(
-                exception_id=item_id,
-                action=action,
-                actor=caller.name,
-                role=caller.role,
-                reason=reason,
-                at=now,
-            )
-        )
-        if action != "retry":
-            append(
-                conn,
-                actor=caller.name,
-                action=f"exception.{action}",
-                subject=f"exception/{item_id}",
-                data={"reason": reason, "role": caller.role, "trace_id": trace},
-                at=now,
-            )
+        item = take_action(conn, ctx.clock, caller, item_id, action, reason, trace)
         return _out(item, _history(conn, item_id))
 
 
