@@ -24,7 +24,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, Engine, Table, bindparam, select, tuple_, update
+from sqlalchemy import Connection, Engine, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from accord.domain.ids import deterministic_id
@@ -60,7 +60,7 @@ from accord.store import (
     append_many,
     content_digest,
 )
-from accord.store.repo import utc_now
+from accord.store.repo import keys_in, utc_now
 from accord.store.tables import (
     EffectStatus,
     InboxStatus,
@@ -160,7 +160,7 @@ class BulkEcho(EchoMemory):
             chunk = wanted[start : start + 500]
             for row in conn.execute(
                 select(echo_state).where(
-                    tuple_(echo_state.c.entity_type, echo_state.c.entity_id).in_(chunk)
+                    keys_in((echo_state.c.entity_type, echo_state.c.entity_id), chunk)
                 )
             ):
                 key = EchoKey(row.system, row.entity_type, row.entity_id, row.field)
@@ -596,9 +596,7 @@ class Pipeline:
             for row in conn.execute(
                 select(
                     xref.c.system, xref.c.external_object, xref.c.external_id, xref.c.canonical_id
-                ).where(
-                    tuple_(xref.c.system, xref.c.external_object, xref.c.external_id).in_(chunk)
-                )
+                ).where(keys_in((xref.c.system, xref.c.external_object, xref.c.external_id), chunk))
             ):
                 ids[(row.system, row.external_object, row.external_id)] = row.canonical_id
         links = []
@@ -825,13 +823,14 @@ class Pipeline:
             wanted = [(str(c[0]), str(c[1]), int(c[2])) for c in changes]
             for start in range(0, len(wanted), 500):
                 chunk = wanted[start : start + 500]
+                # by record and from the batch's lowest version up: a search of the
+                # index per record, and one statement shape whatever the batch holds
+                lowest = min(version for _, _, version in chunk)
+                records_in = {(entity_type, id_) for entity_type, id_, _ in chunk}
                 for row in conn.execute(
                     select(record_versions).where(
-                        tuple_(
-                            record_versions.c.entity_type,
-                            record_versions.c.id,
-                            record_versions.c.version,
-                        ).in_(chunk)
+                        keys_in((record_versions.c.entity_type, record_versions.c.id), records_in),
+                        record_versions.c.version >= lowest,
                     )
                 ):
                     found[(row.entity_type, row.id, row.version)] = row

@@ -32,8 +32,20 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table, and_, bindparam, func, or_, select, tuple_, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    Table,
+    and_,
+    bindparam,
+    false,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
 
 from accord.domain.ids import new_id
 from accord.domain.lifecycle import Lifecycle
@@ -53,6 +65,7 @@ from accord.store.tables import (
 )
 
 __all__ = [
+    "keys_in",
     "PutItem",
     "EFFECT_LIFECYCLE",
     "EXCEPTION_LIFECYCLE",
@@ -149,6 +162,31 @@ class NotFound(InvalidInput):
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def keys_in(columns: Sequence[Any], keys: Iterable[Sequence[Any]]) -> ColumnElement[bool]:
+    """``(c1, c2, …) IN keys`` in a form both databases answer from an index.
+
+    SQLite scans the whole table for a row-value ``IN`` list, which makes every
+    batch cost as much as the table is long; grouped by all but the last column
+    (``c1 = ? AND c2 IN (…) OR …``) it searches the index instead, and
+    PostgreSQL plans it as well as the row-value form.
+    """
+    *prefix, last = columns
+    groups: dict[tuple[Any, ...], list[Any]] = {}
+    for key in keys:
+        groups.setdefault(tuple(key[:-1]), []).append(key[-1])
+    if not groups:
+        return false()
+    return or_(
+        *(
+            and_(
+                *(column == value for column, value in zip(prefix, head, strict=True)),
+                last.in_(tails),
+            )
+            for head, tails in groups.items()
+        )
+    )
 
 
 def _require_aware(now: datetime) -> datetime:
@@ -358,7 +396,7 @@ class Records:
         found: dict[tuple[str, str], StoredRecord] = {}
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
-            query = select(records).where(tuple_(records.c.entity_type, records.c.id).in_(chunk))
+            query = select(records).where(keys_in((records.c.entity_type, records.c.id), chunk))
             if lock:
                 query = query.with_for_update()
             for row in self._conn.execute(query):

@@ -328,4 +328,6 @@ echo_state = Table(
     Column("pending_echo", String(64), nullable=True),
     Column("last_seen", String(64), nullable=True),
     PrimaryKeyConstraint("system", "entity_type", "entity_id", "field"),
+    # a batch loads the echo state of its records across every system
+    Index(None, "entity_type", "entity_id"),
 )
