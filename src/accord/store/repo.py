@@ -725,6 +725,17 @@ def _event(row: Row[Any]) -> InboxEvent:
     )
 
 
+#: How SQLAlchemy stores a UTC timestamp on SQLite (text that sorts in time order).
+_SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
+_ACCEPT = (
+    "INSERT INTO inbox (system, event_id, received_at, event_type, payload, status, attempts,"
+    " trace_id) VALUES ({p}, {p}, {p}, {p}, {json}, {p}, 0, {p})"
+    " ON CONFLICT (system, event_id) DO NOTHING RETURNING seq"
+)
+_ACCEPT_SQLITE = _ACCEPT.format(p="?", json="?")
+_ACCEPT_POSTGRESQL = _ACCEPT.format(p="%s", json="CAST(%s AS JSON)")
+
+
 class Inbox:
     """Inbound events, stored once per (system, event id) before any processing.
 
@@ -753,17 +764,30 @@ class Inbox:
         Race-safe: of any number of concurrent deliveries of one event, exactly
         one call returns True.
         """
-        values = {
-            "system": system,
-            "event_id": event_id,
-            "received_at": _require_aware(self._clock()),
-            "event_type": event_type,
-            "payload": json_document(payload),
-            "status": InboxStatus.PENDING.value,
-            "attempts": 0,
-            "trace_id": trace_id,
-        }
-        return _insert_new(self._conn, inbox, values, "system", "event_id")
+        # The hot path of intake, so one prepared statement and no per-call SQL
+        # building: a third of the cost of the same insert built with Core.
+        if not isinstance(payload, Mapping):
+            raise InvalidInput(f"expected a JSON object, got {type(payload).__name__}")
+        received = _require_aware(self._clock()).astimezone(UTC)
+        dialect = self._conn.dialect.name
+        if dialect == "sqlite":
+            at: Any = received.strftime(_SQLITE_DATETIME)
+            sql = _ACCEPT_SQLITE
+        elif dialect == "postgresql":
+            at = received
+            sql = _ACCEPT_POSTGRESQL
+        else:
+            raise NotImplementedError(f"the store supports SQLite and PostgreSQL, not {dialect}")
+        params = (
+            system,
+            event_id,
+            at,
+            event_type,
+            canonical_json(payload),
+            InboxStatus.PENDING.value,
+            trace_id,
+        )
+        return self._conn.exec_driver_sql(sql, params).first() is not None
 
     def accept_many(self, events: Iterable[Mapping[str, Any]]) -> int:
         """Store many events in one statement (backfills); redeliveries are skipped.
