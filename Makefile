@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_connector_calls.py
 	$(BIN)/python bench/bench_reconcile.py
 	$(BIN)/python bench/bench_api.py
+	$(BIN)/python bench/bench_demo.py
 
 tryton:
 	$(PYTHON) scripts/tryton_server.py start

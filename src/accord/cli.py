@@ -468,6 +468,7 @@ def trace(
     else:
         typer.echo(render_trace(doc))
 
+
 sandbox_app = typer.Typer(
     help="Stand-ins of the vendor APIs, for offline rehearsal.", no_args_is_help=True
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 from accord.bootstrap import build_hub
@@ -17,6 +18,9 @@ from .test_runtime_embedded import POLICY, account_event
 def test_every_canonical_change_is_published_to_jetstream_once(
     nats_url: str, tmp_path: Path
 ) -> None:
+    # Unique per run: JetStream drops a message id it saw in its duplicate
+    # window, and canonical ids (so event ids) are derived from the input.
+    run = uuid.uuid4().hex[:12]
     reader = open_stream(nats_url)
     before = max((seq for seq, _ in reader.replay()), default=0)
     reader.close()
@@ -32,9 +36,12 @@ def test_every_canonical_change_is_published_to_jetstream_once(
             for i in range(50):
                 hub.pipeline.ingest(
                     "crm",
-                    f"nats-{tmp_path.name}-{i}",
+                    f"nats-{run}-{i}",
                     "account.updated",
-                    account_event(i, domain=f"{tmp_path.name}.example"),
+                    {
+                        **account_event(i, domain=f"{run}.example"),
+                        "external_id": f"{run}-{i}",
+                    },
                 )
             assert hub.worker.drain(60)
             # publishing the same changes again is deduplicated by event id
@@ -44,7 +51,7 @@ def test_every_canonical_change_is_published_to_jetstream_once(
         mine = [
             c
             for _, c in reader.replay(since_seq=before + 1)
-            if c.data.get("domain") == f"{tmp_path.name}.example"
+            if c.data.get("domain") == f"{run}.example"
         ]
     finally:
         reader.close()
