@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/accord bill examples/consulting-month.yaml
+	$(BIN)/accord up
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q

@@ -328,6 +328,20 @@ def events_replay(
 
 
 @app.command()
+def up(
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where the store goes (fresh at every start).")
+    ] = Path(".accord"),
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="0: any free port.")] = 8700,
+) -> None:
+    """The whole product live: stand-ins, the hub, the consulting month, the API and console."""
+    from accord.up import up as run_up
+
+    run_up(directory, host, port, echo=lambda line: typer.echo(line))
+
+
+@app.command()
 def serve(
     config: ConfigOption = None,
     host: Annotated[

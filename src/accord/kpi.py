@@ -10,13 +10,15 @@ tables through one connection and calls them.
 Fields read (records without them are left out of the measure, not guessed):
 
 * ``time_entry`` and ``expense``: ``approval`` (``approved``), ``billable``,
-  ``billing`` (``unbilled``, ``billed``, ``on_hold``, ``written_off``),
-  ``amount`` (minor units) and ``currency`` (the billable value),
-  ``approved_on`` (ISO date; ``work_date`` when absent), ``invoice_id`` once
-  billed, ``write_off_reason`` when written off.
-* ``invoice``: ``status``, ``issue_date``, ``currency``, ``gross`` and
-  ``amount_due`` (minor units), ``credited`` (minor units credited).
-* ``credit_memo``: ``invoice_id``.
+  ``billing`` (``unbilled``, ``billed``, ``on_hold``, ``written_off``), the
+  billable value as ``amount`` (minor units) with ``currency``, or as
+  ``amount: {"minor": …, "currency": …}``, ``approved_on`` (ISO date;
+  ``work_date`` when absent), ``invoice_id`` (or ``invoice``) once billed,
+  ``write_off_reason`` when written off.
+* ``invoice``: ``status``, ``issue_date``, ``currency``, ``gross``,
+  ``amount_due`` and ``credited`` (minor units), ``paid_on`` once paid — so
+  that a receivable can be told as of a past date.
+* ``credit_memo``: ``invoice_id`` (or ``invoice``).
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ __all__ = [
     "Kpis",
     "billing_cycle_time",
     "compute",
+    "cycle_spans",
     "dispute_rate",
     "dso",
+    "outstanding",
     "quota_use",
     "revenue_leakage",
     "sync_lag",
@@ -69,6 +73,21 @@ def _minor(value: Any) -> int | None:
     return value if type(value) is int else None
 
 
+def _value(source: Record) -> tuple[int | None, str | None]:
+    """The billable value of a source: minor units and currency, in either shape."""
+    amount = source.get("amount")
+    if isinstance(amount, Mapping):
+        currency = amount.get("currency")
+        return _minor(amount.get("minor")), currency if isinstance(currency, str) else None
+    currency = source.get("currency")
+    return _minor(amount), currency if isinstance(currency, str) else None
+
+
+def _invoice_of(record: Record) -> str | None:
+    found = record.get("invoice_id") or record.get("invoice")
+    return None if found is None else str(found)
+
+
 def _approved_billable(source: Record) -> bool:
     return source.get("approval") == "approved" and source.get("billable") is True
 
@@ -77,16 +96,35 @@ def wip(sources: Iterable[Record]) -> dict[str, int]:
     """Work in progress: value of approved, billable, unbilled work, per currency."""
     total: dict[str, int] = defaultdict(int)
     for source in sources:
-        amount = _minor(source.get("amount"))
-        currency = source.get("currency")
+        amount, currency = _value(source)
         if (
             _approved_billable(source)
             and source.get("billing", "unbilled") == "unbilled"
             and amount is not None
-            and isinstance(currency, str)
+            and currency is not None
         ):
             total[currency] += amount
     return dict(sorted(total.items()))
+
+
+def outstanding(invoice: Record, as_of: date) -> int | None:
+    """What the invoice had outstanding on ``as_of``.
+
+    An invoice paid by then had nothing; one paid later had its gross less
+    credits; one not paid yet has its ``amount_due`` while it is open.
+    """
+    issued = _date(invoice.get("issue_date"))
+    if issued is None or issued > as_of:
+        return None
+    paid_on = _date(invoice.get("paid_on"))
+    if paid_on is not None:
+        if paid_on <= as_of:
+            return None
+        gross = _minor(invoice.get("gross"))
+        return None if gross is None else gross - (_minor(invoice.get("credited")) or 0)
+    if invoice.get("status") in _OPEN_INVOICE:
+        return _minor(invoice.get("amount_due"))
+    return None
 
 
 def dso(invoices: Iterable[Record], as_of: date, days: int = 90) -> dict[str, Decimal | None]:
@@ -103,10 +141,10 @@ def dso(invoices: Iterable[Record], as_of: date, days: int = 90) -> dict[str, De
         currency = invoice.get("currency")
         if not isinstance(currency, str) or invoice.get("status") in _NOT_ISSUED:
             continue
-        due = _minor(invoice.get("amount_due"))
-        if invoice.get("status") in _OPEN_INVOICE and due is not None:
-            receivable[currency] += due
         issued = _date(invoice.get("issue_date"))
+        due = outstanding(invoice, as_of)
+        if due:
+            receivable[currency] += due
         gross = _minor(invoice.get("gross"))
         if issued is not None and gross is not None and start < issued <= as_of:
             revenue[currency] += gross
@@ -144,18 +182,24 @@ def _nearest_rank(values: Sequence[int], percent: int) -> Decimal:
     return Decimal(values[rank - 1])
 
 
-def billing_cycle_time(sources: Iterable[Record], invoices: Mapping[str, Record]) -> CycleTime:
-    """Median and 90th percentile (nearest rank) of invoice issued − source approved."""
+def cycle_spans(sources: Iterable[Record], invoices: Mapping[str, Record]) -> list[int]:
+    """Days from approval to invoice of each billed source, sorted: the distribution
+    :func:`billing_cycle_time` summarises (the console charts it)."""
     spans: list[int] = []
     for source in sources:
         if source.get("billing") != "billed" or not _approved_billable(source):
             continue
-        invoice = invoices.get(str(source.get("invoice_id")))
+        invoice = invoices.get(_invoice_of(source) or "")
         approved = _date(source.get("approved_on")) or _date(source.get("work_date"))
         issued = _date(invoice.get("issue_date")) if invoice is not None else None
         if approved is not None and issued is not None:
             spans.append(max(0, (issued - approved).days))
-    spans.sort()
+    return sorted(spans)
+
+
+def billing_cycle_time(sources: Iterable[Record], invoices: Mapping[str, Record]) -> CycleTime:
+    """Median and 90th percentile (nearest rank) of invoice issued − source approved."""
+    spans = cycle_spans(sources, invoices)
     if not spans:
         return CycleTime(0, None, None)
     return CycleTime(len(spans), _median(spans), _nearest_rank(spans, 90))
@@ -173,9 +217,8 @@ def revenue_leakage(
     total: dict[str, int] = defaultdict(int)
     cutoff = as_of - timedelta(days=after_days)
     for source in sources:
-        amount = _minor(source.get("amount"))
-        currency = source.get("currency")
-        if not _approved_billable(source) or amount is None or not isinstance(currency, str):
+        amount, currency = _value(source)
+        if not _approved_billable(source) or amount is None or currency is None:
             continue
         total[currency] += amount
         billing = source.get("billing", "unbilled")
@@ -192,7 +235,7 @@ def revenue_leakage(
 
 def dispute_rate(invoices: Iterable[Record], credit_memos: Iterable[Record]) -> Decimal | None:
     """Invoices later credited / invoices issued; None when none was issued."""
-    credited_ids = {str(m.get("invoice_id")) for m in credit_memos if m.get("invoice_id")}
+    credited_ids = {found for m in credit_memos if (found := _invoice_of(m)) is not None}
     issued = 0
     disputed = 0
     for invoice in invoices:
@@ -292,9 +335,11 @@ def compute(
     quota_limits: Mapping[str, Mapping[str, int | None]] | None = None,
     dso_days: int = 90,
     leakage_after_days: int = 30,
+    as_of: date | None = None,
 ) -> Kpis:
-    """Every KPI as of ``now``, read through ``conn``."""
-    as_of = now.date()
+    """Every KPI, read through ``conn``: the business ones as of ``as_of`` (default: the
+    day of ``now``), sync lag and quota use at ``now``."""
+    as_of = as_of or now.date()
     sources = _load(conn, "time_entry") + _load(conn, "expense")
     invoices = _load(conn, "invoice")
     memos = _load(conn, "credit_memo")

@@ -54,6 +54,37 @@ def test_dso_is_receivables_over_revenue_times_days() -> None:
     assert dso([{**invoices[0], "issue_date": "2025-01-01"}], AS_OF, 90) == {"EUR": None}
 
 
+def test_dso_as_of_a_past_date_counts_invoices_paid_after_it_as_outstanding() -> None:
+    paid_later = {
+        "status": "paid",
+        "currency": "GBP",
+        "gross": 120000,
+        "credited": 20000,
+        "issue_date": "2026-03-31",
+        "paid_on": "2026-04-20",
+    }
+    assert dso([paid_later], date(2026, 4, 10), days=30) == {"GBP": Decimal("25.0")}
+    assert dso([paid_later], date(2026, 4, 20), days=30) == {"GBP": Decimal("0.0")}
+    assert dso([paid_later], date(2026, 3, 30), days=30) == {}
+
+
+def test_sources_may_carry_their_value_as_money_and_their_invoice_by_key() -> None:
+    expense = {
+        "approval": "approved",
+        "billable": True,
+        "billing": "billed",
+        "amount": {"currency": "USD", "minor": 41250},
+        "invoice": "inv-1",
+        "work_date": "2026-03-03",
+    }
+    unbilled = {**expense, "billing": "unbilled", "invoice": None}
+    assert wip([expense, unbilled]) == {"USD": 41250}
+    cycle = billing_cycle_time([expense], {"inv-1": {"issue_date": "2026-03-31"}})
+    assert (cycle.count, cycle.median_days) == (1, Decimal(28))
+    memo = {"invoice": "inv-1"}
+    assert dispute_rate([{"id": "inv-1", "status": "paid"}], [memo]) == Decimal("1.0000")
+
+
 def test_billing_cycle_time_median_and_p90() -> None:
     invoices = {f"i{n}": {"issue_date": f"2026-03-{n + 1:02d}"} for n in range(1, 11)}
     sources = [
@@ -108,3 +139,21 @@ def test_kpis_endpoint_reads_the_store(api: Api) -> None:
     body = api.client.get("/v1/kpis", headers=api.headers("sales_ops")).json()
     assert body["wip_minor"] == {"EUR": 165000}
     assert body["billing_cycle_time"] == {"count": 0, "median_days": None, "p90_days": None}
+
+
+def test_kpis_endpoint_measures_as_of_a_chosen_day(api: Api) -> None:
+    invoice = {
+        "status": "paid",
+        "currency": "GBP",
+        "gross": 120000,
+        "issue_date": "2026-03-31",
+        "paid_on": "2026-04-20",
+    }
+    with api.engine.begin() as conn:
+        Records(conn).put("invoice", "i1", invoice, system="billing", actor="t")
+    then = api.client.get("/v1/kpis?as_of=2026-04-10", headers=api.headers("finance")).json()
+    assert then["as_of"] == "2026-04-10" and then["dso_days"] == {"GBP": "90.0"}
+    later = api.client.get("/v1/kpis?as_of=2026-05-01", headers=api.headers("finance")).json()
+    assert later["dso_days"] == {"GBP": "0.0"}
+    bad = api.client.get("/v1/kpis?as_of=soon", headers=api.headers("finance"))
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"].endswith("as_of")

@@ -280,3 +280,14 @@ def test_the_dashboard_says_where_the_audit_chain_is_broken(
     assert "broken at entry 3" in page
     sign_in(client, seeded.keys["finance"])
     assert "Auditor or admin role needed." in client.get("/console").text
+
+
+def test_the_dashboard_measures_as_of_a_chosen_day(client: TestClient, seeded: Seeded) -> None:
+    sign_in(client, seeded.keys["finance"])
+    today = client.get("/console").text
+    earlier = client.get("/console?as_of=2020-01-01").text
+    assert "as of 2020-01-01" in earlier and "as of 2020-01-01" not in today
+    # nothing had been issued then: no DSO figure in any currency
+    assert 'data-kpi="dso:' not in earlier and 'data-kpi="dso:' in today
+    refused = client.get("/console?as_of=yesterday")
+    assert refused.status_code == 400 and "as_of" in refused.text

@@ -15,7 +15,7 @@ governance middleware leaves access to them; they check it themselves:
 from __future__ import annotations
 
 import secrets
-from datetime import timedelta
+from datetime import date, timedelta
 from importlib.resources import files
 from typing import Any
 from urllib.parse import parse_qs, quote
@@ -257,13 +257,17 @@ class Console:
 
     # ----------------------------------------------------------------- pages
 
-    def home(self, request: Request) -> Response:
+    def home(self, request: Request, as_of: str = "") -> Response:
         who = self._who(request)
         if who is None:
             return self._to_login(request)
         if not who[1].can(Permission.READ_RECORDS):
             return self._refuse(request, who, 403, "Your role may not read business records.")
-        data = views.dashboard(self._ctx(request), who[1])
+        try:
+            day = date.fromisoformat(as_of) if as_of else None
+        except ValueError:
+            return self._refuse(request, who, 400, f"as_of: {as_of!r} is not a date (YYYY-MM-DD).")
+        data = views.dashboard(self._ctx(request), who[1], day)
         return self.render(request, "dashboard.html", who, section="dashboard", d=data)
 
     def exceptions(self, request: Request, role: str = "", state: str = "") -> Response:

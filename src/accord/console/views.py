@@ -26,7 +26,7 @@ from accord.connectors.governor import quota_policies
 from accord.console.charts import Bar, bar_chart, column_chart
 from accord.domain.money import Money, UnknownCurrency
 from accord.errors import AccordError
-from accord.kpi import Kpis, compute
+from accord.kpi import Kpis, compute, cycle_spans, outstanding
 from accord.reconcile.store import ReconcileRuns, StoredDiscrepancy, StoredRun
 from accord.runtime.pipeline import DEAD_LETTER
 from accord.store import (
@@ -147,18 +147,13 @@ AGING = (("0–30 d", 0, 30), ("31–60 d", 31, 60), ("61–90 d", 61, 90), ("ov
 
 
 def aging_buckets(invoices: Iterable[Mapping[str, Any]], as_of: date) -> dict[str, list[int]]:
-    """Amount due on open invoices per currency, in the :data:`AGING` buckets (minor units)."""
+    """Amount outstanding on ``as_of`` per currency, in the :data:`AGING` buckets (minor units)."""
     result: dict[str, list[int]] = {}
     for invoice in invoices:
-        due = invoice.get("amount_due")
+        due = outstanding(invoice, as_of)
         currency = invoice.get("currency")
         issued = _date(invoice.get("issue_date"))
-        if (
-            invoice.get("status") not in ("issued", "partially_paid")
-            or type(due) is not int
-            or not isinstance(currency, str)
-            or issued is None
-        ):
+        if not due or not isinstance(currency, str) or issued is None:
             continue
         age = max(0, (as_of - issued).days)
         buckets = result.setdefault(currency, [0] * len(AGING))
@@ -167,30 +162,6 @@ def aging_buckets(invoices: Iterable[Mapping[str, Any]], as_of: date) -> dict[st
                 buckets[n] += due
                 break
     return dict(sorted(result.items()))
-
-
-def cycle_spans(
-    sources: Iterable[Mapping[str, Any]], invoices: Mapping[str, Mapping[str, Any]]
-) -> list[int]:
-    """Days from approval to invoice of each billed source: what the cycle-time KPI measures.
-
-    The same selection as :func:`accord.kpi.billing_cycle_time`, kept as the
-    whole distribution so it can be charted.
-    """
-    spans: list[int] = []
-    for source in sources:
-        if (
-            source.get("billing") != "billed"
-            or source.get("approval") != "approved"
-            or source.get("billable") is not True
-        ):
-            continue
-        invoice = invoices.get(str(source.get("invoice_id")))
-        approved = _date(source.get("approved_on")) or _date(source.get("work_date"))
-        issued = _date(invoice.get("issue_date")) if invoice is not None else None
-        if approved is not None and issued is not None:
-            spans.append(max(0, (issued - approved).days))
-    return sorted(spans)
 
 
 #: Histogram buckets of billing cycle time, in days.
@@ -235,10 +206,11 @@ class Dashboard:
     health: HealthView
 
 
-def dashboard(ctx: ApiContext, caller: Principal) -> Dashboard:
+def dashboard(ctx: ApiContext, caller: Principal, as_of: date | None = None) -> Dashboard:
+    """The KPIs as of ``as_of`` (default today), with the charts and the system's state."""
     now = ctx.clock()
     with ctx.engine.connect() as conn:
-        kpis = compute(conn, now, quota_limits=quota_limits(ctx))
+        kpis = compute(conn, now, quota_limits=quota_limits(ctx), as_of=as_of)
         invoices = _load(conn, "invoice")
         sources = _load(conn, "time_entry", "expense")
         audit = verify(conn) if caller.can(Permission.READ_OPERATIONS) else None

@@ -76,6 +76,7 @@ __all__ = [
     "open_context",
     "run_demo",
     "run_hub_phase",
+    "run_month",
     "seed_scenario",
 ]
 
@@ -327,6 +328,24 @@ def _outage(si: StandIns, ctx: Q2C, seconds: float) -> Iterator[dict[str, Any]]:
         si.stripe.faults = before
 
 
+def run_month(si: StandIns, ctx: Q2C, *, outage_seconds: float = 1.0) -> dict[str, Any]:
+    """The month, phase by phase, on a running hub: sales closes the deals, the hub
+    provisions them, people log and approve work, the amendment, the billing run
+    (through a Stripe outage of ``outage_seconds``), payments and the credit memo.
+    Returns what the outage did."""
+    outage: dict[str, Any] = {}
+    seed.seed_crm(si.salesforce, ctx.facts)  # sales closes the deals
+    for phase in PHASES:
+        if phase not in HUB_PHASES:
+            _outside(si, ctx, phase)
+        elif phase == "bill":
+            with _outage(si, ctx, outage_seconds) as outage:
+                run_hub_phase(ctx, phase)
+        else:
+            run_hub_phase(ctx, phase)
+    return outage
+
+
 def run_demo(
     *, chaos: bool = False, workdir: Path | None = None, seed_value: int = 7
 ) -> dict[str, Any]:
@@ -364,16 +383,7 @@ def run_demo(
             outage = chaos_report.pop("outage", {})
         else:
             hub, ctx = open_context(endpoints, world, facts)
-            seed.seed_crm(si.salesforce, facts)  # sales closes the deals
-            for phase in PHASES:
-                if phase in HUB_PHASES:
-                    if phase == "bill":
-                        with _outage(si, ctx, 1.0) as outage:
-                            run_hub_phase(ctx, phase)
-                    else:
-                        run_hub_phase(ctx, phase)
-                else:
-                    _outside(si, ctx, phase)
+            outage = run_month(si, ctx)
         summary = summarise(si, ctx, outage)
         summary["wall_seconds"] = round(time.perf_counter() - started, 2)
         summary["mode"] = "chaos" if chaos else "clean"

@@ -6,6 +6,7 @@ strings, so that no figure passes through a float.
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from typing import Annotated
 
@@ -68,6 +69,13 @@ def get_kpis(
     ctx: Annotated[ApiContext, Depends(context)],
     dso_window_days: Annotated[int, Query(ge=1, le=3660)] = 90,
     leakage_after_days: Annotated[int, Query(ge=0, le=3660)] = 30,
+    as_of: Annotated[
+        date | None,
+        Query(
+            description="The business day to measure on (default today); sync lag and "
+            "quota use are always now."
+        ),
+    ] = None,
 ) -> KpisOut:
     overrides = {name: system.quota for name, system in ctx.settings.systems.items()}
     limits = {
@@ -82,6 +90,7 @@ def get_kpis(
             quota_limits=limits,
             dso_days=dso_window_days,
             leakage_after_days=leakage_after_days,
+            as_of=as_of,
         )
     cycle = kpis.billing_cycle_time
     return KpisOut(
