@@ -26,9 +26,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from decimal import Decimal
+from typing import Any, Protocol
 
-from accord.connectors.base import Connector, Cursor, Governor, WriteRequest
+from accord.connectors.base import Connector, Cursor, Governor, VendorRecord, WriteRequest
 from accord.errors import InvalidInput
 from accord.reconcile.pairs import Pair
 from accord.reconcile.sides import ConnectorSide
@@ -37,11 +38,14 @@ from accord.runtime.effects import Effect, EffectOutcome, Vendor
 __all__ = [
     "BINDINGS",
     "CONNECTORS",
+    "SOURCE_KEY",
     "Binding",
     "ReconcileWriter",
     "binding_for",
     "build_connector",
     "connector_side",
+    "payment_key",
+    "read_all",
 ]
 
 
@@ -94,8 +98,19 @@ def build_connector(
 
 # -- projections -------------------------------------------------------------------------------
 
-Refs = Callable[[str], Mapping[str, str]]
-"""Vendor id → canonical id of every record of a vendor object (read once per side)."""
+
+class Refs(Protocol):
+    """References of one side, each vendor object read once."""
+
+    def __call__(self, object: str) -> Mapping[str, str]:
+        """Vendor id → canonical id of every record of ``object``."""
+        ...
+
+    def rows(self, object: str) -> Mapping[str, Mapping[str, Any]]:
+        """Vendor id → the whole record, for every record of ``object``."""
+        ...
+
+
 Project = Callable[[Mapping[str, Any], Refs], Mapping[str, Any] | None]
 Translate = Callable[[str, str, Mapping[str, Any]], WriteRequest]
 """``(operation, key, canonical fields)`` → the vendor write (``update`` or ``create``)."""
@@ -115,6 +130,8 @@ class Binding:
     """A fix → the vendor write; ``None``: reconciliation does not write this side."""
     references: tuple[str, ...] = field(default=())
     """Vendor objects whose ids the projection turns into canonical ids."""
+    also: tuple[str, ...] = field(default=())
+    """Further vendor objects read into the same side (Harvest expenses beside time)."""
 
 
 def _domain(value: Any) -> str | None:
@@ -128,6 +145,14 @@ def _domain(value: Any) -> str | None:
 
 def _period(day: Any) -> str | None:
     return str(day)[:7] if day else None
+
+
+def _unix_date(value: Any) -> str | None:
+    from datetime import UTC, datetime
+
+    if value in (None, ""):
+        return None
+    return datetime.fromtimestamp(int(value), UTC).date().isoformat()
 
 
 # Salesforce ---------------------------------------------------------------------------------
@@ -240,28 +265,111 @@ def _ns_invoice(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | None:
         "number": invoice["number"],
         "account_id": refs("customer").get(customer or "", customer),
         "currency": invoice["currency"],
+        "net": invoice["net"],
+        "tax": invoice["tax"],
         "gross": invoice["gross"],
         "amount_due": invoice["amount_due"],
         "status": invoice["status"],
         "period": _period(invoice["issue_date"]),
     }
+
+
+def _ns_payment(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | None:
+    from accord.connectors.netsuite.mapping import payment_to_canonical
+
+    payment = payment_to_canonical(row)
+    if not payment.get("id"):
+        return None
+    customer = payment["account_external_id"]
+    return {
+        "id": payment["id"],
+        "account_id": refs("customer").get(customer or "", customer),
+        "currency": payment["currency"],
+        "amount": payment["amount"],
+        "status": payment["status"],
+        "period": _period(payment["received_on"]),
+    }
+
+
+def _ns_credit_memo(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | None:
+    from accord.connectors.netsuite.mapping import credit_memo_to_canonical
+
+    memo = credit_memo_to_canonical(row)
+    if not memo.get("id"):
+        return None
+    customer = memo["customer_external_id"]
+    invoice = memo["invoice_external_id"]
+    return {
+        "id": memo["id"],
+        "invoice_id": refs("invoice").get(invoice or "", invoice),
+        "account_id": refs("customer").get(customer or "", customer),
+        "currency": memo["currency"],
+        "amount": memo["total"],
+        "period": _period(memo["issue_date"]),
+    }
+
+
+def _ns_project(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | None:
+    from accord.connectors.netsuite.mapping import project_from_job
+
+    job = project_from_job(row)
+    if not job.get("id"):
+        return None
+    customer = job["account_external_id"]
+    return {
+        "id": job["id"],
+        "name": job["name"],
+        "account_id": refs("customer").get(customer or "", customer),
+        "status": "active" if job["active"] else "closed",
+    }
+
+
+def _ns_project_write(operation: str, key: str, data: Mapping[str, Any]) -> WriteRequest:
+    if operation == "create":
+        account = data.get("account_id")
+        if not account:
+            raise InvalidInput(
+                "a NetSuite job needs its customer, and the PSA's project names none"
+                " that Accord knows: create it from the project's account",
+                record=key,
+                field="account_id",
+            )
+        body: dict[str, Any] = {
+            "companyName": str(data.get("name") or "").strip() or key,
+            "parent": {"externalId": str(account)},
+            "isInactive": str(data.get("status")) != "active",
+        }
+        return WriteRequest("job", "upsert", body, idempotency_key="", external_id=key)
+    body = {}
+    for name, value in data.items():
+        if name == "name":
+            body["companyName"] = value
+        elif name == "status":
+            body["isInactive"] = str(value) != "active"
+        else:
+            raise InvalidInput("NetSuite holds no such job field", record=key, field=name)
+    return WriteRequest("job", "update", body, idempotency_key="", external_id=f"eid:{key}")
 
 
 # Stripe ----------------------------------------------------------------------------------------
 
 
 def _stripe_invoice(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | None:
-    from accord.connectors.stripe.mapping import invoice_fields
+    from accord.connectors.stripe.mapping import from_stripe_amount, invoice_fields
 
     invoice = invoice_fields(row)
     if not invoice.get("id") or invoice["status"] in (None, "draft"):
         return None  # a draft is not issued yet: nothing to agree on
     customer = invoice["customer_external_id"]
+    # Stripe's ``tax`` is the invoice's tax (none: no tax); net is the total without it
+    tax = from_stripe_amount(int(row.get("tax") or 0), invoice["currency"])
     return {
         "id": invoice["id"],
         "number": invoice["number"],
         "account_id": refs("customer").get(customer or "", customer),
         "currency": invoice["currency"],
+        "net": invoice["gross"] - tax,
+        "tax": tax,
         "gross": invoice["gross"],
         "amount_due": invoice["amount_due"],
         "status": invoice["status"],
@@ -269,10 +377,133 @@ def _stripe_invoice(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | N
     }
 
 
+def payment_key(invoice_external_id: str) -> str:
+    """The canonical id of the payment of a Stripe invoice (as quote to cash derives it)."""
+    from accord.domain.ids import deterministic_id
+
+    return deterministic_id("payment", invoice_external_id)
+
+
+def _stripe_payment(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | None:
+    """A Stripe invoice with money received → the payment the ERP must hold for it."""
+    from accord.connectors.stripe.mapping import invoice_fields
+
+    invoice = invoice_fields(row)
+    if not invoice.get("id") or invoice["amount_paid"] <= 0:
+        return None
+    customer = invoice["customer_external_id"]
+    paid_at = (row.get("status_transitions") or {}).get("paid_at")
+    paid_on = _unix_date(paid_at) or invoice["issue_date"]
+    return {
+        "id": payment_key(str(invoice["external_id"])),
+        "invoice_id": invoice["id"],
+        "account_id": refs("customer").get(customer or "", customer),
+        "currency": invoice["currency"],
+        "amount": invoice["amount_paid"],
+        "status": "succeeded",
+        "period": _period(paid_on),
+    }
+
+
+def _stripe_credit_note(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | None:
+    from accord.connectors.stripe.mapping import credit_note_fields
+
+    note = credit_note_fields(row)
+    if not note.get("id"):
+        return None
+    customer = row.get("customer")
+    issued = _unix_date(row.get("effective_at") or row.get("created"))
+    invoice = note["invoice_external_id"]
+    return {
+        "id": note["id"],
+        "invoice_id": refs("invoice").get(invoice or "", invoice),
+        "account_id": refs("customer").get(customer or "", customer),
+        "currency": note["currency"],
+        "amount": note["amount"],
+        "status": note["status"],
+        "period": _period(issued),
+    }
+
+
+SOURCE_KEY = "accord_source"
+"""Stripe invoice-item metadata naming the PSA record the line bills (``harvest:time_entry:42``)."""
+
+
+def _stripe_billed_line(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | None:
+    """A Stripe invoice item on an issued invoice, keyed by the work it bills."""
+    from accord.connectors.stripe.mapping import invoice_item_fields
+
+    source = (row.get("metadata") or {}).get(SOURCE_KEY)
+    if not source:
+        return None  # not a line billing PSA work (a fee, a tax line)
+    item = invoice_item_fields(row)
+    invoice = refs.rows("invoice").get(item["invoice_external_id"] or "")
+    if invoice is None or invoice.get("status") in ("draft", "void"):
+        return None  # pending, on a draft, or voided: not billed (yet)
+    customer = row.get("customer")
+    return {
+        "id": str(source),
+        "account_id": refs("customer").get(str(customer), customer),
+        "currency": item["currency"],
+        "amount": item["amount"],
+    }
+
+
+# Harvest ---------------------------------------------------------------------------------------
+
+
+def _harvest_project(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | None:
+    """A Harvest project, keyed by its ``code`` (Accord sets it to the canonical project id)."""
+    from accord.connectors.harvest.mapping import project_to_canonical
+
+    project = project_to_canonical(row)
+    if not project.get("code"):
+        return None
+    return {"id": project["code"], "name": project["name"], "status": project["status"]}
+
+
+def _harvest_work(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | None:
+    """Approved billable time or an approved billable expense, valued in its client's currency."""
+    from accord.connectors.harvest.mapping import hours_text, money_minor
+    from accord.domain.money import Money
+
+    if not row.get("is_closed") or not row.get("billable"):
+        return None  # not approved, or not billable: nothing to invoice
+    client = row.get("client") or {}
+    where = f"harvest {row.get(_OBJECT)} {row.get('id')}"
+    if row.get(_OBJECT) == "expenses":
+        currency = client.get("currency")
+        if not currency:
+            raise InvalidInput("the expense's client has no currency", record=where, field="client")
+        amount = money_minor(row.get("total_cost"), str(currency))
+        key = f"harvest:expense:{row['id']}"
+    else:
+        found = refs.rows("clients").get(str(client.get("id")))
+        currency = (found or {}).get("currency")
+        if not currency:
+            raise InvalidInput(
+                "the time entry's client has no currency", record=where, field="client"
+            )
+        rate = row.get("billable_rate")
+        if rate is None:
+            raise InvalidInput(
+                "billable time without a billable rate", record=where, field="billable_rate"
+            )
+        value = Decimal(hours_text(row.get("hours"))) * Decimal(str(rate))
+        amount = Money.from_decimal(value, str(currency)).minor
+        key = f"harvest:time_entry:{row['id']}"
+    return {
+        "id": key,
+        "currency": currency,
+        "amount": amount,
+        "period": _period(row.get("spent_date")),
+    }
+
+
 _INVOICE_FIELDS = frozenset(
-    {"number", "account_id", "currency", "gross", "amount_due", "status", "period"}
+    {"number", "account_id", "currency", "net", "tax", "gross", "amount_due", "status", "period"}
 )
-"""Net and tax are not compared: NetSuite's SuiteQL rows carry no tax total."""
+_MONEY_MOVES = frozenset({"account_id", "currency", "amount", "period"})
 
 BINDINGS: Mapping[tuple[str, str], Binding] = {
     ("accounts", "salesforce"): Binding(
@@ -287,11 +518,45 @@ BINDINGS: Mapping[tuple[str, str], Binding] = {
         _ns_account,
         _ns_account_write,
     ),
+    ("projects", "harvest"): Binding("projects", frozenset({"name", "status"}), _harvest_project),
+    ("projects", "netsuite"): Binding(
+        "job",
+        frozenset({"name", "account_id", "status"}),
+        _ns_project,
+        _ns_project_write,
+        references=("customer",),
+    ),
     ("invoices", "stripe"): Binding(
         "invoice", _INVOICE_FIELDS, _stripe_invoice, references=("customer",)
     ),
     ("invoices", "netsuite"): Binding(
         "invoice", _INVOICE_FIELDS, _ns_invoice, references=("customer",)
+    ),
+    # a Stripe payment is the money received on an invoice; NetSuite's SuiteQL rows hold no
+    # applications (a sublist), so the payment's invoice is matched through its key only
+    ("payments", "stripe"): Binding(
+        "invoice", _MONEY_MOVES | {"invoice_id", "status"}, _stripe_payment
+    ),
+    ("payments", "netsuite"): Binding(
+        "customerPayment", _MONEY_MOVES | {"status"}, _ns_payment, references=("customer",)
+    ),
+    # NetSuite's credit memos carry no status this connector reads
+    ("credit_memos", "stripe"): Binding(
+        "credit_note", _MONEY_MOVES | {"invoice_id", "status"}, _stripe_credit_note
+    ),
+    ("credit_memos", "netsuite"): Binding(
+        "creditMemo", _MONEY_MOVES | {"invoice_id"}, _ns_credit_memo
+    ),
+    # the PSA knows no account ids and an invoice line no work period: both compare
+    # currency and amount, and total them per currency
+    ("billable_work", "harvest"): Binding(
+        "time_entries",
+        frozenset({"currency", "amount", "period"}),
+        _harvest_work,
+        also=("expenses",),
+    ),
+    ("billable_work", "stripe"): Binding(
+        "invoiceitem", frozenset({"account_id", "currency", "amount"}), _stripe_billed_line
     ),
 }
 """(pair, connector) → how that vendor holds the pair's records."""
@@ -313,17 +578,46 @@ def binding_for(pair: Pair, connector: str) -> Binding:
 
 _REFERENCE_KEYS: Mapping[tuple[str, str], Callable[[Mapping[str, Any]], str | None]] = {
     ("stripe", "customer"): lambda row: (row.get("metadata") or {}).get("accord_id"),
+    ("stripe", "invoice"): lambda row: (row.get("metadata") or {}).get("accord_id"),
     ("netsuite", "customer"): lambda row: row.get("externalId"),
+    ("netsuite", "invoice"): lambda row: row.get("externalId"),
     ("salesforce", "Account"): lambda row: row.get("Accord_Id__c"),
 }
 
 
+def read_all(connector: Connector, object: str) -> list[VendorRecord]:
+    """Every record of ``object`` as it is now, through ``connector``.
+
+    Stripe's change feed is its events, kept 30 days, so Stripe objects are
+    listed (``GET /v1/invoices``); the others are read from the beginning.
+    """
+    from accord.connectors.stripe.connector import StripeConnector
+    from accord.connectors.stripe.mapping import stamp
+
+    if isinstance(connector, StripeConnector):
+        return [
+            VendorRecord(object, str(obj["id"]), stamp(int(obj.get("created") or 0)), obj)
+            for obj in connector.list_objects(object)
+        ]
+    records, _ = connector.read_changes(object, Cursor())
+    return records
+
+
 class _References:
-    """Vendor id → canonical id per referenced object, read once through the connector."""
+    """Vendor id → canonical id (or the whole record) per referenced object, read once."""
 
     def __init__(self, connector: Connector) -> None:
         self.connector = connector
+        self._rows: dict[str, dict[str, Mapping[str, Any]]] = {}
         self._maps: dict[str, dict[str, str]] = {}
+
+    def rows(self, object: str) -> Mapping[str, Mapping[str, Any]]:
+        """Every record of ``object`` by vendor id."""
+        found = self._rows.get(object)
+        if found is None:
+            found = {r.id: r.data for r in read_all(self.connector, object)}
+            self._rows[object] = found
+        return found
 
     def __call__(self, object: str) -> Mapping[str, str]:
         found = self._maps.get(object)
@@ -334,13 +628,36 @@ class _References:
                     f"{self.connector.name} has no canonical id on {object!r}", field=object
                 )
             found = {}
-            records, _ = self.connector.read_changes(object, Cursor())
-            for record in records:
-                value = canonical(record.data)
+            for vendor_id, data in self.rows(object).items():
+                value = canonical(data)
                 if value:
-                    found[record.id] = str(value)
+                    found[vendor_id] = str(value)
             self._maps[object] = found
         return found
+
+
+_OBJECT = "_accord_object"
+"""Set on each record of a side read from several vendor objects: the object it came from."""
+
+
+def _reader(connector: Connector, binding: Binding) -> Callable[[], list[VendorRecord]] | None:
+    """A full reader for vendors and sides that need one; ``None``: read incrementally."""
+    from accord.connectors.stripe.connector import StripeConnector
+
+    if not binding.also and not isinstance(connector, StripeConnector):
+        return None
+
+    def read() -> list[VendorRecord]:
+        if not binding.also:
+            return read_all(connector, binding.object)
+        records = []
+        for object in (binding.object, *binding.also):
+            for record in read_all(connector, object):
+                data = {**record.data, _OBJECT: object}
+                records.append(VendorRecord(object, f"{object}/{record.id}", record.modified, data))
+        return records
+
+    return read
 
 
 def connector_side(pair: Pair, connector: Connector, *, name: str | None = None) -> ConnectorSide:
@@ -352,7 +669,12 @@ def connector_side(pair: Pair, connector: Connector, *, name: str | None = None)
         return binding.project(data, refs)
 
     return ConnectorSide(
-        connector, binding.object, project, name=name or connector.name, carries=binding.carries
+        connector,
+        binding.object,
+        project,
+        name=name or connector.name,
+        carries=binding.carries,
+        reader=_reader(connector, binding),
     )
 
 

@@ -8,8 +8,9 @@ The ownership policy decides, per field (and per object for whole records):
 
 Where the mode is ``auto`` and the fix writes to a system, it is applied as an
 idempotent effect through the runtime's :class:`~accord.runtime.effects.EffectExecutor`
-(the key derived from pair, record, field and value, so a repeated run never
-writes twice) carrying the run's trace id. Everything else becomes an item in
+(the key derived from the run, pair, record, field and value: a retry of one
+run never writes twice, while the same drift found again by a later run is
+written again) carrying the run's trace id. Everything else becomes an item in
 the exception queue for the owning role, deduplicated per record and field so
 that the next run does not open it again.
 """
@@ -91,7 +92,7 @@ def propose(
         target, value = left, item.right
     else:
         return Fix(FixAction.FLAG, Mode.REVIEW, owner)
-    mode = policy.mode_of(pair.entity_type, item.field)
+    mode = policy.mode_of(pair.entity_type, item.field) if pair.auto_copy else Mode.REVIEW
     return Fix(FixAction.COPY, mode, owner, target, {item.field: value})
 
 
@@ -145,19 +146,40 @@ class Healer:
         return fix.mode is Mode.AUTO and fix.target is not None and self.executor is not None
 
     def apply(
-        self, pair: Pair, item: Discrepancy, fix: Fix, *, trace_id: str | None = None
+        self,
+        pair: Pair,
+        item: Discrepancy,
+        fix: Fix,
+        *,
+        trace_id: str | None = None,
+        run_id: str = "",
     ) -> Healed | str:
         """Perform an ``auto`` fix; the outcome, or the failure text to escalate."""
         assert self.executor is not None
-        effect = self.effect(pair, item, fix, trace_id)
+        effect = self.effect(pair, item, fix, trace_id, run_id=run_id)
         try:
             self.executor.execute(effect)
         except AccordError as exc:
             return str(exc)
         return Healed(fix, "healed", effect_key=effect.key)
 
-    def effect(self, pair: Pair, item: Discrepancy, fix: Fix, trace_id: str | None) -> Effect:
-        """The idempotent effect of a fix that writes."""
+    def effect(
+        self,
+        pair: Pair,
+        item: Discrepancy,
+        fix: Fix,
+        trace_id: str | None,
+        *,
+        run_id: str = "",
+    ) -> Effect:
+        """The idempotent effect of a fix that writes.
+
+        The key covers the run as well as the record, field and value: a retry
+        of the same run (a crashed scheduled step resumed) finds the ledger's
+        entry and writes nothing again, while a later run that meets the same
+        drift once more (someone set the old value back) writes it again rather
+        than replaying the first run's result.
+        """
         assert fix.target is not None
         data = jsonable(dict(fix.data))
         operation = "create" if fix.action is FixAction.CREATE else "update"
@@ -174,6 +196,7 @@ class Healer:
             item.key,
             item.field or "",
             request_digest(data)[:16],
+            run_id,
         )
         return Effect(fix.target, f"reconcile.{operation}", key, request, trace_id)
 

@@ -24,7 +24,8 @@ from accord.reconcile.model import FieldKind, FieldSpec
 __all__ = ["PAIRS", "Pair", "pair_named"]
 
 _TEXT, _MONEY, _STATUS = FieldKind.TEXT, FieldKind.MONEY, FieldKind.STATUS
-_BY_ACCOUNT_PERIOD = ("account_id", "period")
+_BY_ACCOUNT_PERIOD = ("account_id", "period", "currency")
+"""Money totals per account, period and currency: amounts in two currencies never add up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,9 @@ class Pair:
     create_missing: bool = True
     """Whether an ``auto`` policy may create a missing record on the right. The
     leakage pair sets it off: reconciliation never issues an invoice line."""
+    auto_copy: bool = True
+    """Whether an ``auto`` policy may copy a differing field's value unasked. The
+    leakage pair sets it off: an invoice line's amount is a person's to change."""
     description: str = ""
 
     def specs(self, policy: OwnershipPolicy) -> list[FieldSpec]:
@@ -168,6 +172,7 @@ PAIRS: Mapping[str, Pair] = MappingProxyType(
                 ),
                 _BY_ACCOUNT_PERIOD,
                 create_missing=False,
+                auto_copy=False,
                 description=(
                     "Approved billable time and expenses in the PSA against billed invoice"
                     " lines (keyed by the source record): missing lines are revenue leakage."

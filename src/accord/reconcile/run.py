@@ -97,6 +97,7 @@ def reconcile_pair(
     exceptions: ExceptionSink | None = None,
     heal: bool = True,
     trace_id: str | None = None,
+    run_id: str | None = None,
     clock: Clock = utc_now,
 ) -> RunReport:
     """Run one pair: compare ``left`` (the owner's side) with ``right``, heal, store.
@@ -105,8 +106,13 @@ def reconcile_pair(
     exception queue; ``exceptions`` replaces that queue (tests, rehearsal).
     Without ``executor`` nothing is written to a system: ``auto`` fixes become
     exception items too. With ``heal=False`` fixes are only proposed.
+
+    ``run_id`` names the run; giving the id of a run already stored retries
+    that run (its fixes' effect keys are the same, so nothing is written
+    twice). Without it each call is a new run, and a drift that came back
+    since an earlier run is healed again.
     """
-    run_id = new_id()
+    run_id = run_id or new_id()
     trace = trace_id or f"reconcile-{run_id}"
     started = clock()
     systems = pair.systems(policy)
@@ -115,17 +121,16 @@ def reconcile_pair(
             ReconcileRuns(conn, clock).start(
                 run_id, pair.name, left=left.name, right=right.name, trace_id=trace
             )
-    specs = [
-        spec
-        for spec in pair.specs(policy)
-        if all(spec.name in carried for carried in (_carries(left), _carries(right)) if carried)
-    ]
+    carried = [c for c in (_carries(left), _carries(right)) if c is not None]
+    specs = [spec for spec in pair.specs(policy) if all(spec.name in c for c in carried)]
+    # totals are grouped only by the columns both sides hold (a PSA knows no invoice period)
+    group_by = tuple(name for name in pair.group_by if all(name in c for c in carried))
     try:
         comparison = compare(
             left,
             right,
             specs,
-            group_by=pair.group_by,
+            group_by=group_by,
             record_owner=pair.record_owner(policy),
         )
     except Exception as exc:
@@ -138,7 +143,7 @@ def reconcile_pair(
     outcomes: list[Healed | str | None] = []
     for item, fix in zip(comparison.discrepancies, fixes, strict=True):
         if heal and healer.automatic(fix):
-            outcomes.append(healer.apply(pair, item, fix, trace_id=trace))
+            outcomes.append(healer.apply(pair, item, fix, trace_id=trace, run_id=run_id))
         else:
             outcomes.append(None)
 

@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 
 from accord.config import Settings
 from accord.connectors.base import Connector, Governor
+from accord.domain.ids import deterministic_id
 from accord.errors import InvalidInput
 from accord.ownership.policy import OwnershipPolicy
 from accord.reconcile.connect import ReconcileWriter, build_connector, connector_side
@@ -178,12 +179,15 @@ def run_configured(
     base: Path | None = None,
     connectors: Mapping[str, Connector] | None = None,
     governor: Governor | None = None,
+    run_ids: Mapping[str, str] | None = None,
 ) -> list[RunReport]:
     """Reconcile the configured pairs; one stored run each.
 
     A ``system`` side is read through the system's connector, and with an
     ``engine`` its fixes are written through that connector as idempotent
     effects (the ledger in the store); ``executor`` keeps the other systems' vendors.
+    ``run_ids`` names the run of a pair: the same id again is a retry of that
+    run (the scheduled step derives it from its workflow), which writes nothing twice.
     """
     chosen = [pair_named(name) for name in configured_pairs(settings, pairs)]
     systems = Systems(settings, connectors=connectors, governor=governor)
@@ -211,6 +215,7 @@ def run_configured(
                 engine=engine,
                 executor=writes,
                 heal=heal,
+                run_id=(run_ids or {}).get(pair.name),
             )
             for pair, left, right in planned
         ]
@@ -257,8 +262,16 @@ def switch_on(
     """
 
     def run_pair(name: str) -> dict[str, Any]:
+        # one run id per firing and pair: a retried step is the same run, not a new one
+        firing = DBOS.workflow_id
+        run_ids = {name: deterministic_id("reconcile-run", firing, name)} if firing else None
         (report,) = run_configured(
-            settings, policy=policy, engine=engine, executor=executor, pairs=[name]
+            settings,
+            policy=policy,
+            engine=engine,
+            executor=executor,
+            pairs=[name],
+            run_ids=run_ids,
         )
         return {"run_id": report.run_id, "pair": report.pair, "counts": report.counts}
 

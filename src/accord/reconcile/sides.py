@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from itertools import islice
 from operator import itemgetter
@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine, MetaData, Table, select
 
-from accord.connectors.base import Connector, Cursor
+from accord.connectors.base import Connector, Cursor, VendorRecord
 from accord.reconcile.model import MalformedInput
 from accord.reconcile.values import MONEY_SAMPLE
 
@@ -300,6 +300,10 @@ class ConnectorSide:
     :attr:`cursor` is then the one to keep. ``carries`` names the compared
     fields the vendor holds at all (``None``: every field); a pair compares only
     the fields both its sides carry.
+
+    ``reader`` replaces the incremental read with a full one (every record as
+    it is now): for a vendor whose change feed is not kept for ever (Stripe's
+    events last 30 days) or a side made of several vendor objects.
     """
 
     def __init__(
@@ -313,14 +317,16 @@ class ConnectorSide:
         snapshot: Mapping[str, Mapping[str, Any]] | None = None,
         cursor: Cursor | None = None,
         carries: frozenset[str] | None = None,
+        reader: Callable[[], Iterable[VendorRecord]] | None = None,
     ) -> None:
         self.connector = connector
+        self.reader = reader
         self.carries = carries
         self.object = object
         self.project = project
         self.key = key
         self.name = name or connector.name
-        incremental = snapshot is not None and cursor is not None
+        incremental = snapshot is not None and cursor is not None and reader is None
         self.cursor = cursor if incremental and cursor is not None else Cursor()
         self.snapshot: dict[str, Mapping[str, Any]] = dict(snapshot or {}) if incremental else {}
         self._records: dict[str, Mapping[str, Any]] | None = None
@@ -329,7 +335,11 @@ class ConnectorSide:
     def records(self) -> dict[str, Mapping[str, Any]]:
         """The projected records by key, read once per side."""
         if self._records is None:
-            changed, self.cursor = self.connector.read_changes(self.object, self.cursor)
+            changed: Iterable[VendorRecord]
+            if self.reader is not None:
+                changed = self.reader()
+            else:
+                changed, self.cursor = self.connector.read_changes(self.object, self.cursor)
             for vendor_record in changed:
                 projected = None if vendor_record.deleted else self.project(vendor_record.data)
                 if projected is None or projected.get(self.key) in (None, ""):

@@ -80,7 +80,20 @@ class ReconcileRuns:
     def start(
         self, run_id: str, pair: str, *, left: str, right: str, trace_id: str | None = None
     ) -> None:
-        """Record that a run began (so a crashed run is visible as ``running``)."""
+        """Record that a run began (so a crashed run is visible as ``running``).
+
+        Starting a run id already stored is a retry of that run (a scheduled
+        step resumed after a crash): its earlier outcome is cleared and it runs
+        again under the same id.
+        """
+        if self.get(run_id) is not None:
+            self._conn.execute(reconcile_discrepancies.delete().where(_d.run_id == run_id))
+            self._conn.execute(
+                reconcile_runs.update()
+                .where(_r.id == run_id)
+                .values(state="running", finished_at=None, error=None, trace_id=trace_id)
+            )
+            return
         self._conn.execute(
             insert(reconcile_runs).values(
                 id=run_id,

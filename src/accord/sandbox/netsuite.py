@@ -18,7 +18,10 @@ NetSuite documents, and says where it simplifies:
   applications the ``apply`` sublist. Money is a JSON number in major units,
   read and written as exact decimals. Subsidiary ``1``, currencies ``1`` USD,
   ``2`` GBP, ``3`` CAD, ``4`` EUR, ``5`` JPY and service items ``1`` and ``2`` exist
-  from the start.
+  from the start. A line's tax is its ``tax1Amt``, added on top of its
+  ``amount``; a transaction's read-only ``taxTotal`` is their sum and its
+  ``total`` the lines' amounts plus ``taxTotal`` (tax codes and rates are not
+  modelled: the amount of tax is given).
 * ``POST /record/v1/{type}`` creates: ``204`` with the new record's URL in
   ``Location``. ``GET``, ``PATCH`` (``204``) and ``DELETE`` (``204``) on
   ``/record/v1/{type}/{id}``, and the same with ``eid:{externalId}`` in place of
@@ -36,7 +39,8 @@ NetSuite documents, and says where it simplifies:
   ``lastmodifieddate >=|>|= TO_TIMESTAMP('…', 'YYYY-MM-DD HH24:MI:SS')``, ``id >
   N`` and one parenthesised ``OR`` of those. Tables are ``subsidiary``,
   ``customer``, ``job`` and ``transaction`` (``type`` ``CustInvc``, ``CustCred``,
-  ``CustPymt``). Rows are flat: lower-case columns, references as ids,
+  ``CustPymt``). Rows are flat: lower-case columns (``foreigntotal``,
+  ``foreignamountremaining``, ``taxtotal``), references as ids,
   checkboxes ``T``/``F``, no sublists. ``limit`` is at most 1,000 and ``offset``
   a multiple of it, as NetSuite requires.
 * **Errors** are NetSuite's body ``{"type", "title", "status", "o:errorDetails":
@@ -145,7 +149,8 @@ FIELDS: Mapping[str, Mapping[str, _Kind]] = {
     },
 }
 """Writable fields of every record type (``id``, ``externalId``, ``lastModifiedDate``,
-and the computed ``tranId``, ``total``, ``amountRemaining``, ``status`` are read-only)."""
+and the computed ``tranId``, ``total``, ``taxTotal``, ``amountRemaining``, ``status``
+are read-only)."""
 _REQUIRED: Mapping[str, tuple[str, ...]] = {
     "subsidiary": ("name",),
     "customer": ("companyName", "subsidiary"),
@@ -160,9 +165,9 @@ _TRANSACTIONS: Mapping[str, tuple[str, str]] = {
     "customerPayment": ("CustPymt", "PYMT"),
 }
 _TABLES = {"subsidiary", "customer", "job", "transaction"}
-_LINE_FIELDS = {"item", "quantity", "rate", "amount", "description"}
+_LINE_FIELDS = {"item", "quantity", "rate", "amount", "description", "tax1Amt"}
 _APPLY_FIELDS = {"doc", "apply", "amount"}
-_READ_ONLY = {"id", "externalId", "lastModifiedDate", "links", "tranId", "total"}
+_READ_ONLY = {"id", "externalId", "lastModifiedDate", "links", "tranId", "total", "taxTotal"}
 _READ_ONLY |= {"amountRemaining", "status", "refName"}
 _TITLES = {
     400: ("Bad Request", "https://www.rfc-editor.org/rfc/rfc9110.html#section-15.5.1"),
@@ -482,6 +487,8 @@ class NetSuiteStandIn(ServedStandIn):
             }
             if rate is not None:
                 row["rate"] = rate
+            if line.get("tax1Amt") is not None:
+                row["tax1Amt"] = _number(line["tax1Amt"], f"{where}.tax1Amt")
             if line.get("description") is not None:
                 row["description"] = str(line["description"])
             lines.append(row)
@@ -555,7 +562,8 @@ class NetSuiteStandIn(ServedStandIn):
                 row["subsidiary"] = copy.deepcopy(customer["subsidiary"])
             row.setdefault("tranDate", self._now().date().isoformat())
         if record_type in ("invoice", "creditMemo"):
-            row["total"] = sum((line["amount"] for line in row["item"]), Decimal(0))
+            row["taxTotal"] = _tax(row["item"])
+            row["total"] = _net(row["item"]) + row["taxTotal"]
 
     def _settle(self, record_type: str, row: Mapping[str, Any]) -> None:
         """Apply a new payment or credit memo to its invoices; refuse over-application."""
@@ -642,7 +650,7 @@ class NetSuiteStandIn(ServedStandIn):
                 )
             if record_type == "invoice" and "item" in clean:
                 paid = row["total"] - row["amountRemaining"]
-                total = sum((line["amount"] for line in clean["item"]), Decimal(0))
+                total = _net(clean["item"]) + _tax(clean["item"])
                 if total < paid:
                     raise _Refused(400, "USER_ERROR", "The new total is below what was applied.")
             row.update(clean)
@@ -977,6 +985,15 @@ class NetSuiteStandIn(ServedStandIn):
         route(f"{RECORD_PREFIX}/{{record_type}}/{{ident}}", put, methods=["PUT"])
         route(f"{RECORD_PREFIX}/{{record_type}}/{{ident}}", remove, methods=["DELETE"])
         return app
+
+
+def _net(lines: list[dict[str, Any]]) -> Decimal:
+    return sum((line["amount"] for line in lines), Decimal(0))
+
+
+def _tax(lines: list[dict[str, Any]]) -> Decimal:
+    """A transaction's tax: the sum of its lines' ``tax1Amt`` (tax added on top of ``amount``)."""
+    return sum((line.get("tax1Amt", Decimal(0)) for line in lines), Decimal(0))
 
 
 def _closing(text: str, start: int) -> int:

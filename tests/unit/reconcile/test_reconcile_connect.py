@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -12,8 +13,15 @@ from accord.reconcile.pairs import pair_named
 from accord.runtime.effects import Effect
 
 
-def _refs(object: str) -> dict[str, str]:
-    return {"cus_1": "acc-1", "77": "acc-1"}
+class _Refs:
+    def __call__(self, object: str) -> dict[str, str]:
+        return {"cus_1": "acc-1", "77": "acc-1"}
+
+    def rows(self, object: str) -> dict[str, dict[str, Any]]:
+        return {}
+
+
+_refs = _Refs()
 
 
 def test_a_stripe_and_a_netsuite_invoice_project_to_the_same_comparable_form() -> None:
@@ -27,6 +35,7 @@ def test_a_stripe_and_a_netsuite_invoice_project_to_the_same_comparable_form() -
             "currency": "eur",
             "status": "open",
             "total": 123450,
+            "tax": 20575,
             "amount_paid": 0,
             "amount_remaining": 123450,
             "status_transitions": {"finalized_at": 1740787200},  # 2025-03-01
@@ -42,6 +51,7 @@ def test_a_stripe_and_a_netsuite_invoice_project_to_the_same_comparable_form() -
             "currency": {"id": "4"},
             "status": "Open",
             "total": Decimal("1234.50"),
+            "taxTotal": Decimal("205.75"),
             "amountRemaining": Decimal("1234.50"),
             "tranDate": "2025-03-01",
         },
@@ -55,6 +65,8 @@ def test_a_stripe_and_a_netsuite_invoice_project_to_the_same_comparable_form() -
             "number": "INV-1",
             "account_id": "acc-1",
             "currency": "EUR",
+            "net": 102875,
+            "tax": 20575,
             "gross": 123450,
             "amount_due": 123450,
             "status": "issued",

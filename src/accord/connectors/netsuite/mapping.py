@@ -366,6 +366,8 @@ def invoice_to_canonical(
     """An ``invoice`` record → canonical invoice fields, money in minor units.
 
     Lines are there when the record was read with ``expandSubResources=true``.
+    ``tax`` is the transaction's ``taxTotal`` (a SuiteQL row carries it as
+    ``taxtotal``), ``net`` the total without it.
     """
     record = f"invoice[{invoice.get('id')}]"
     currency = _currency_code(invoice.get("currency"), currency_ids, record)
@@ -375,6 +377,7 @@ def invoice_to_canonical(
         return 0 if value is None else from_amount(value, currency, record=record, field=name)
 
     gross = money("total")
+    tax = money("taxTotal")
     remaining = money("amountRemaining") if invoice.get("amountRemaining") is not None else gross
     status = _STATUS_TO_CANONICAL.get(str(invoice.get("status")))
     if status is InvoiceStatus.ISSUED and remaining < gross:
@@ -400,6 +403,8 @@ def invoice_to_canonical(
         "customer_external_id": _ref_id(invoice.get("entity")),
         "currency": currency,
         "status": status.value if status else None,
+        "net": gross - tax,
+        "tax": tax,
         "gross": gross,
         "amount_due": remaining,
         "issue_date": _date(invoice.get("tranDate")),
@@ -450,6 +455,7 @@ def credit_memo_to_canonical(
         "currency": currency,
         "reason": memo.get("memo"),
         "total": from_amount(memo.get("total", 0), currency, record=record, field="total"),
+        "tax": from_amount(memo.get("taxTotal") or 0, currency, record=record, field="taxTotal"),
         "issue_date": _date(memo.get("tranDate")),
     }
 
@@ -554,6 +560,7 @@ def from_suiteql(object: str, row: Mapping[str, Any]) -> dict[str, Any]:
         "createdfrom": "createdFrom",
         "foreigntotal": "total",
         "foreignamountremaining": "amountRemaining",
+        "taxtotal": "taxTotal",
         "payment": "payment",
     }
     references = {"subsidiary", "currency", "parent", "entity", "customer", "createdFrom"}

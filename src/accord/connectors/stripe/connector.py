@@ -60,6 +60,13 @@ ACCORD_KEY = "accord_key"
 """Metadata key holding the effect key that created a Stripe object."""
 
 _OBJECTS = ("customer", "invoiceitem", "invoice", "credit_note", "payment_intent")
+_LIST_PATHS = {
+    "customer": "/v1/customers",
+    "invoiceitem": "/v1/invoiceitems",
+    "invoice": "/v1/invoices",
+    "credit_note": "/v1/credit_notes",
+    "payment_intent": "/v1/payment_intents",
+}
 
 _Reply = tuple[Mapping[str, Any], bool]
 """A Stripe object and whether Stripe replayed it from its idempotency store."""
@@ -356,6 +363,20 @@ class StripeConnector(Connector):
             if not body.get("has_more") or not body["data"]:
                 return
             params["starting_after"] = body["data"][-1]["id"]
+
+    def list_objects(
+        self, object: str, filters: Mapping[str, str] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every object of one kind as it is now (``GET /v1/{objects}``), newest first.
+
+        Unlike :meth:`read_changes`, which reads the events Stripe keeps for 30
+        days, this reads the objects themselves: what a full comparison needs.
+        ``object`` is a Stripe object name (``invoice``, ``credit_note``).
+        """
+        path = _LIST_PATHS.get(object)
+        if path is None:
+            raise NotSupported(f"stripe does not list {object!r}; objects: {', '.join(_OBJECTS)}")
+        return self._listed(path, dict(filters or {}), 5)
 
     def _find_listed(
         self, path: str, filters: Mapping[str, str], request: WriteRequest
