@@ -20,6 +20,7 @@ __all__ = [
     "RuleViolation",
     "ScenarioError",
     "TransientError",
+    "worth_retrying",
 ]
 
 
@@ -71,3 +72,12 @@ class TransientError(AccordError):
     """A fault that may pass: a retry after ``retry_after`` seconds can help."""
 
     retryable = True
+
+
+def worth_retrying(exc: BaseException) -> bool:
+    """Whether a failed workflow step may succeed if run again (DBOS ``should_retry``).
+
+    Bad input does not get better by retrying; anything else (a passing fault,
+    a record changed underneath) may.
+    """
+    return not isinstance(exc, InvalidInput)

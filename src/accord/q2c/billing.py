@@ -243,7 +243,7 @@ def _invoice_doc(inv: Invoice, period_end: date) -> dict[str, Any]:
     }
 
 
-@DBOS.step(retries_allowed=True, max_attempts=8, interval_seconds=0.2, backoff_rate=2.0)
+@c.step(0.2)
 def compute_invoices(period_end: str) -> list[str]:
     """Read the work, run the engine, store each draft invoice; the invoice ids."""
     ctx = c.current()
@@ -269,7 +269,7 @@ def compute_invoices(period_end: str) -> list[str]:
     return ids
 
 
-@DBOS.step(retries_allowed=True, max_attempts=8, interval_seconds=0.5, backoff_rate=2.0)
+@c.step(0.5)
 def issue_invoice(iid: str) -> dict[str, Any]:
     """Issue one drafted invoice in Stripe, post it to the ERP, mark its sources billed."""
     ctx = c.current()

@@ -13,8 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar, cast
 
+from dbos import DBOS
 from sqlalchemy import Engine
 
 from accord.billing.model import BillingWorld
@@ -23,10 +24,14 @@ from accord.connectors.netsuite.connector import NetSuiteConnector
 from accord.connectors.salesforce.connector import SalesforceConnector
 from accord.connectors.stripe.connector import StripeConnector
 from accord.domain.ids import deterministic_id
+from accord.errors import worth_retrying
 from accord.runtime.effects import Effect, EffectExecutor, EffectOutcome, effect_key
 from accord.store import Records, Xref, append
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 __all__ = [
+    "step",
     "CRM",
     "ERP",
     "PAYMENTS",
@@ -171,3 +176,18 @@ def canonical_id(ctx: Q2C, system: str, obj: str, ext: str) -> str | None:
     with ctx.engine.connect() as conn:
         found = Xref(conn).by_external(system, obj, ext)
     return None if found is None else found.canonical_id
+
+
+def step(interval_seconds: float) -> Callable[[F], F]:
+    """A business-process step: retried with exponential backoff from ``interval_seconds``
+    (8 attempts), except when its input is bad, which no retry mends."""
+    return cast(
+        Callable[[F], F],
+        DBOS.step(
+            should_retry=worth_retrying,
+            retries_allowed=True,
+            max_attempts=8,
+            interval_seconds=interval_seconds,
+            backoff_rate=2.0,
+        ),
+    )

@@ -78,7 +78,7 @@ def sync_won_deals(ctx: c.Q2C) -> list[dict[str, Any]]:
 # -- steps ----------------------------------------------------------------------------------
 
 
-@DBOS.step(retries_allowed=True, max_attempts=8, interval_seconds=0.2, backoff_rate=2.0)
+@c.step(0.2)
 def load_deal(salesforce_id: str) -> dict[str, Any]:
     ctx = c.current()
     prefix = ctx.crm.prefix
@@ -132,7 +132,7 @@ def _candidates(ctx: c.Q2C) -> list[Candidate]:
     return found
 
 
-@DBOS.step(retries_allowed=True, max_attempts=8, interval_seconds=0.2, backoff_rate=2.0)
+@c.step(0.2)
 def master_customer(deal: dict[str, Any]) -> dict[str, Any]:
     """Match the account against the ERP; create, update, or hold as a possible duplicate."""
     ctx = c.current()
@@ -253,7 +253,7 @@ def _opp_doc(deal: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@DBOS.step(retries_allowed=True, max_attempts=8, interval_seconds=0.2, backoff_rate=2.0)
+@c.step(0.2)
 def provision_projects(deal: dict[str, Any], customer: dict[str, Any]) -> dict[str, Any]:
     """A PSA client and one PSA project per contract line's project, and the ERP projects."""
     ctx = c.current()
@@ -342,7 +342,7 @@ def provision_projects(deal: dict[str, Any], customer: dict[str, Any]) -> dict[s
     }
 
 
-@DBOS.step(retries_allowed=True, max_attempts=8, interval_seconds=0.2, backoff_rate=2.0)
+@c.step(0.2)
 def billing_schedule(deal: dict[str, Any], customer: dict[str, Any]) -> dict[str, Any]:
     """The contract as canonical version 1 (lines, rate cards) and its monthly schedule."""
     ctx = c.current()
@@ -383,7 +383,7 @@ def billing_schedule(deal: dict[str, Any], customer: dict[str, Any]) -> dict[str
     return schedule
 
 
-@DBOS.step(retries_allowed=True, max_attempts=8, interval_seconds=0.2, backoff_rate=2.0)
+@c.step(0.2)
 def write_back(deal: dict[str, Any], customer: dict[str, Any], projects: dict[str, Any]) -> None:
     """The ERP customer id onto the CRM account, the PSA project ids onto the opportunity."""
     ctx = c.current()

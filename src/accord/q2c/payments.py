@@ -71,7 +71,7 @@ def sync_payments(ctx: c.Q2C) -> list[dict[str, Any]]:
     return results
 
 
-@DBOS.step(retries_allowed=True, max_attempts=8, interval_seconds=0.5, backoff_rate=2.0)
+@c.step(0.5)
 def record_payment(fields: dict[str, Any]) -> dict[str, Any]:
     ctx = c.current()
     iid = c.canonical_id(ctx, c.PAYMENTS, "invoice", str(fields["external_id"]))
@@ -164,7 +164,7 @@ def record_payment(fields: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@DBOS.step(retries_allowed=True, max_attempts=8, interval_seconds=0.5, backoff_rate=2.0)
+@c.step(0.5)
 def report_status(paid: dict[str, Any]) -> None:
     """The account's status in the CRM, the projects' billing status in the hub."""
     ctx = c.current()
@@ -215,7 +215,7 @@ def _credit_lines(inv: dict[str, Any], kind: str) -> tuple[list[dict[str, Any]],
     return lines, net, tax
 
 
-@DBOS.step(retries_allowed=True, max_attempts=8, interval_seconds=0.5, backoff_rate=2.0)
+@c.step(0.5)
 def credit_step(iid: str, kind: str, reason: str) -> dict[str, Any]:
     ctx = c.current()
     inv = c.get(ctx, "invoice", iid)
@@ -332,7 +332,7 @@ def issue_credit_memo(iid: str, kind: str, reason: str) -> dict[str, Any]:
     return result
 
 
-@DBOS.step(retries_allowed=True, max_attempts=8, interval_seconds=0.5, backoff_rate=2.0)
+@c.step(0.5)
 def write_off_step(iid: str, amount: int, reason: str) -> dict[str, Any]:
     ctx = c.current()
     inv = c.get(ctx, "invoice", iid)
