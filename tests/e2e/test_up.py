@@ -55,6 +55,20 @@ def test_up_runs_the_month_serves_api_and_console_and_stops_cleanly(tmp_path: Pa
             kpis = client.get("/v1/kpis?as_of=2026-04-15", headers=auth).json()
             assert set(kpis["dso_days"]) == {"EUR", "GBP", "USD"}
             assert client.get("/console/login").status_code == 200
+            # the duplicate customer caught in the month waits in sales ops' queue
+            keys = dict(re.findall(r"(\w+) (acc_\S+?)(?:,|\n|$)", text))
+            sales_ops = {"Authorization": f"Bearer {keys['sales_ops']}"}
+            auditor = {"Authorization": f"Bearer {keys['auditor']}"}
+            items = client.get("/v1/exceptions?role=sales_ops", headers=sales_ops).json()
+            held = [i for i in items if i["type"] == "possible_duplicate"]
+            assert len(held) == 1, items
+            path = f"/v1/exceptions/{held[0]['id']}/resolve"
+            reason = {"reason": "same firm as Brightline Partners Ltd; kept one customer"}
+            assert client.post(path, json=reason, headers=auditor).status_code == 403
+            resolved = client.post(path, json=reason, headers=sales_ops)
+            assert resolved.status_code == 200, resolved.text
+            assert resolved.json()["state"] == "resolved"
+            assert client.get("/v1/audit/verify", headers=auditor).json()["ok"] is True
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
         time.sleep(0.2)
