@@ -41,21 +41,7 @@ class RunDetail(BaseModel):
 
 
 def _run(run: StoredRun) -> RunOut:
-    return RunOut(
-        id=run.id,
-        pair=run.pair,
-        state=run.state,
-        started_at=run.started_at,
-        finished_at=run.finished_at,
-        left_name=run.left_name,
-        right_name=run.right_name,
-        left_rows=run.left_rows,
-        right_rows=run.right_rows,
-        counts=run.counts,
-        totals=run.totals,
-        trace_id=run.trace_id,
-        error=run.error,
-    )
+    return RunOut.model_validate(run, from_attributes=True)
 
 
 @router.get(
