@@ -13,7 +13,8 @@ its own checkpointed step:
 2. in Stripe: the customer (once), one invoice item per line plus the VAT,
    and the invoice, finalised;
 3. in the ERP: the receivable with its lines and tax, under the customer and
-   the contracting entity's subsidiary;
+   the contracting entity's subsidiary, numbered as Stripe numbered it (the
+   billing system owns the number; the hub's own number leads the memo);
 4. the sources marked billed (canonical time entries, expenses and milestones
    carry the invoice), so the next run skips them.
 
@@ -35,6 +36,7 @@ from accord.billing.model import BillingWorld, Expense, Invoice, MilestoneEvent,
 from accord.connectors.base import Cursor
 from accord.connectors.harvest import mapping as harvest_mapping
 from accord.domain.ids import deterministic_id
+from accord.errors import InvalidInput
 from accord.q2c import context as c
 from accord.q2c.amendment import rate_card_from_doc
 
@@ -346,6 +348,16 @@ def issue_invoice(iid: str) -> dict[str, Any]:
     )
     stripe_invoice = str(issued.external_id)
     c.link(ctx, "invoice", iid, c.PAYMENTS, "invoice", stripe_invoice)
+    # the billing system owns the invoice number (ownership policy), and Stripe numbers
+    # its invoices itself: the ERP gets Stripe's number, the hub's own goes in the memo
+    stripe_number = issued.result.get("number")
+    if not stripe_number:
+        raise InvalidInput(
+            "Stripe returned the finalised invoice without its number",
+            record=f"invoice {iid} (stripe {stripe_invoice})",
+            field="number",
+        )
+    memo = inv.get("legend") or inv["tax_trace"]
     erp_customer = c.external_id(ctx, "account", account_id, c.ERP)
     lines = [
         {"description": f"{line['contract_line']} {line['kind']}", "amount": int(line["amount"])}
@@ -368,10 +380,10 @@ def issue_invoice(iid: str) -> dict[str, Any]:
             "canonical": {
                 "id": iid,
                 "currency": currency,
-                "number": inv["number"],
+                "number": str(stripe_number),
                 "issue_date": inv["issue_date"],
                 "due_date": inv["due_date"],
-                "memo": inv.get("legend") or inv["tax_trace"],
+                "memo": f"{inv['number']}: {memo}" if memo else str(inv["number"]),
                 "lines": lines,
             },
             "refs": {
@@ -392,7 +404,7 @@ def issue_invoice(iid: str) -> dict[str, Any]:
             **inv,
             "status": "open",
             "stripe_id": stripe_invoice,
-            "stripe_number": issued.result.get("number"),
+            "stripe_number": str(stripe_number),
             "erp_id": str(posted.external_id),
         },
         system="accord",

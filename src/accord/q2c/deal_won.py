@@ -36,7 +36,7 @@ from accord.domain.ids import deterministic_id
 from accord.q2c import context as c
 from accord.q2c.amendment import rate_card_to_doc
 from accord.q2c.erp import erp_customers
-from accord.q2c.matching import Candidate, Decision, match_customer
+from accord.q2c.matching import Candidate, Decision, MatchResult, match_customer
 from accord.store import Exceptions
 
 __all__ = ["contract_of", "deal_won", "run_deal", "sync_won_deals", "won_opportunities"]
@@ -103,12 +103,15 @@ def load_deal(salesforce_id: str) -> dict[str, Any]:
     }
 
 
-def _candidates(ctx: c.Q2C) -> list[Candidate]:
-    """The ERP's customers, each under its canonical id (linked when first seen)."""
+def _candidates(ctx: c.Q2C) -> tuple[list[Candidate], dict[str, dict[str, Any]]]:
+    """The ERP's customers, each under its canonical id (linked when first seen), and
+    each ERP row (canonical fields, ``id`` its external id) by its ERP id."""
     connector = ctx.erp_connector
     found: list[Candidate] = []
+    rows: dict[str, dict[str, Any]] = {}
     for row in erp_customers(connector):
         erp_id = str(row["external_id"])
+        rows[erp_id] = row
         canonical = c.canonical_id(ctx, c.ERP, "customer", erp_id)
         ours = str(row.get("id") or "")
         if canonical is None and ours and c.get(ctx, "account", ours) is not None:
@@ -129,7 +132,26 @@ def _candidates(ctx: c.Q2C) -> list[Candidate]:
                 erp_id=erp_id,
             )
         )
-    return found
+    return found, rows
+
+
+def _matched_before(
+    known: str | None, candidates: list[Candidate], rows: dict[str, dict[str, Any]]
+) -> Candidate | None:
+    """The ERP customer this account was matched to by an earlier attempt, if it was.
+
+    A step retried after it linked the CRM account finds the account under its own
+    canonical id among the ERP's customers, which matching skips as itself; a
+    customer Accord created carries that id as its external id, a matched one
+    keeps its own, and stays the match.
+    """
+    if not known:
+        return None
+    for candidate in candidates:
+        if candidate.id == known and candidate.erp_id:
+            if str(rows[candidate.erp_id].get("id") or "") != known:
+                return candidate
+    return None
 
 
 @c.step(0.2)
@@ -153,7 +175,13 @@ def master_customer(deal: dict[str, Any]) -> dict[str, Any]:
     known = c.canonical_id(ctx, c.CRM, "Account", crm["salesforce_id"])
     own_id = known or deterministic_id("account", c.CRM, crm["salesforce_id"])
     me = Candidate(own_id, crm["legal_name"] or "", crm["tax_id"], crm["domain"])
-    result = match_customer(me, _candidates(ctx))
+    candidates, erp_rows = _candidates(ctx)
+    earlier = _matched_before(known, candidates, erp_rows)
+    result = (
+        MatchResult(Decision.MATCH, earlier, 100.0, "matched to this ERP customer before")
+        if earlier is not None
+        else match_customer(me, candidates)
+    )
     if result.decision is Decision.POSSIBLE_DUPLICATE or (contract is None and not known):
         reason = result.reason if result.candidate else "no contract for this opportunity"
         with ctx.engine.begin() as conn:
@@ -204,6 +232,12 @@ def master_customer(deal: dict[str, Any]) -> dict[str, Any]:
     canonical = {"id": account_id, **doc}
     if matched and result.candidate and result.candidate.erp_id:
         erp_id = result.candidate.erp_id
+        update = {"legal_name": doc["legal_name"], "domain": doc["domain"]}
+        if erp_rows[erp_id].get("default_currency") in (None, contract.currency):
+            # the ERP owns the currency, but holds none for this customer yet: the
+            # contract's is the first (one it already has is never overwritten; the
+            # same request again, after it landed, is the same effect)
+            update["default_currency"] = contract.currency
         c.perform(
             ctx,
             c.ERP,
@@ -213,7 +247,7 @@ def master_customer(deal: dict[str, Any]) -> dict[str, Any]:
                 "object": "customer",
                 "operation": "update",
                 "external_id": erp_id,
-                "canonical": {"legal_name": doc["legal_name"], "domain": doc["domain"]},
+                "canonical": update,
                 "refs": {"subsidiary": subsidiary},
             },
             trace_id=trace,
@@ -385,7 +419,8 @@ def billing_schedule(deal: dict[str, Any], customer: dict[str, Any]) -> dict[str
 
 @c.step(0.2)
 def write_back(deal: dict[str, Any], customer: dict[str, Any], projects: dict[str, Any]) -> None:
-    """The ERP customer id onto the CRM account, the PSA project ids onto the opportunity."""
+    """The ERP customer id (and the customer's status in Accord) onto the CRM account, the
+    PSA project ids onto the opportunity."""
     ctx = c.current()
     trace = deal["trace_id"]
     c.perform(
@@ -397,7 +432,11 @@ def write_back(deal: dict[str, Any], customer: dict[str, Any], projects: dict[st
             "object": "Account",
             "operation": "update",
             "external_id": deal["account"]["salesforce_id"],
-            "data": {"ERP_Customer_Id__c": customer["erp_customer_id"], "ERP_Status__c": "active"},
+            "data": {
+                "ERP_Customer_Id__c": customer["erp_customer_id"],
+                "ERP_Status__c": "active",
+                "Accord_Status__c": "active",
+            },
         },
         trace_id=trace,
     )

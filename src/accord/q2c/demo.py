@@ -19,9 +19,10 @@ directory). Then, in order:
 7. one credit memo goes to Stripe and NetSuite.
 
 The summary counts what each system holds, the exceptions, dead letters and
-effects (and duplicates, counted at the stand-ins), checks every invoice and
-payment in Stripe and NetSuite against the hub to the cent, and times deal-won
-to project-provisioned. ``--chaos`` runs the same month with the hub's worker
+effects (and duplicates, counted at the stand-ins), reconciles the systems with
+the reconciliation engine (accounts, projects, invoices, payments and credit
+memos, each pair read through the vendors' connectors and stored as a run),
+and times deal-won to project-provisioned. ``--chaos`` runs the same month with the hub's worker
 process killed and restarted at random points while the stand-ins inject
 errors, 429s, delays and lost responses.
 """
@@ -60,6 +61,7 @@ from accord.connectors.netsuite.connector import NetSuiteConnector
 from accord.connectors.salesforce.connector import SalesforceConnector
 from accord.connectors.stripe.connector import StripeConnector
 from accord.domain.money import Money
+from accord.ownership import OwnershipPolicy, parse_policy
 from accord.q2c import context as c
 from accord.q2c.context import Q2C
 from accord.q2c.erp import ErpVendor
@@ -560,7 +562,7 @@ def summarise(si: StandIns, ctx: Q2C, outage: dict[str, Any]) -> dict[str, Any]:
         if d.get("latency_seconds") is not None
     ]
     systems = _system_counts(si)
-    discrepancies = _reconcile(si, invoices, payments)
+    reconciliation = reconcile_month(ctx)
     fx = [d["fx"] for _, d in payments if d.get("fx")]
     return {
         "invoices": {
@@ -618,7 +620,7 @@ def summarise(si: StandIns, ctx: Q2C, outage: dict[str, Any]) -> dict[str, Any]:
             "retried": int(retried),
             "duplicates": _duplicates(si),
         },
-        "reconciliation": {"discrepancies": len(discrepancies), "details": discrepancies},
+        "reconciliation": reconciliation,
         "outage": {**outage, "survived": bool(outage) and len(invoices) > 0},
         "latency": {
             "deal_won_to_provisioned_p50_seconds": round(statistics.median(latencies), 3)
@@ -671,37 +673,75 @@ def _duplicates(si: StandIns) -> int:
     return dupes
 
 
-def _reconcile(
-    si: StandIns,
-    invoices: list[tuple[str, dict[str, Any]]],
-    payments: list[tuple[str, dict[str, Any]]],
-) -> list[dict[str, Any]]:
-    """Each invoice and payment in the hub against Stripe and NetSuite, to the minor unit."""
-    from accord.connectors.stripe.mapping import invoice_fields
+RECONCILED_PAIRS: tuple[tuple[str, str, str], ...] = (
+    ("accounts", c.CRM, c.ERP),
+    ("projects", c.PSA, c.ERP),
+    ("invoices", c.PAYMENTS, c.ERP),
+    ("payments", c.PAYMENTS, c.ERP),
+    ("credit_memos", c.PAYMENTS, c.ERP),
+)
+"""The pairs the month is reconciled on: (pair, the owner's system, the checked system).
 
-    stripe = {o["id"]: invoice_fields(o) for o in si.stripe.objects("invoice")}
-    erp = {str(r["id"]): r for r in si.netsuite.records("invoice")}
-    erp_payments = {str(r["id"]): r for r in si.netsuite.records("customerPayment")}
-    found: list[dict[str, Any]] = []
-    for iid, inv in invoices:
-        gross = int(inv["gross"])
-        s = stripe.get(str(inv.get("stripe_id")))
-        if s is None or s["gross"] != gross:
-            found.append(
-                {"invoice": iid, "system": "stripe", "hub": gross, "vendor": s and s["gross"]}
-            )
-        e = erp.get(str(inv.get("erp_id")))
-        erp_total = Money.from_decimal(e["total"], inv["currency"]).minor if e else None
-        if erp_total != gross:
-            found.append({"invoice": iid, "system": "netsuite", "hub": gross, "vendor": erp_total})
-    for pid, pay in payments:
-        p = erp_payments.get(str(pay.get("erp_id")))
-        amount = Money.from_decimal(p["payment"], pay["currency"]).minor if p else None
-        if amount != int(pay["amount"]):
-            found.append(
-                {"payment": pid, "system": "netsuite", "hub": pay["amount"], "vendor": amount}
-            )
-    return found
+``billable_work`` (Harvest against Stripe) is not among them: the billing run
+bills each contract line as one Stripe item (its sources are on the hub's
+invoice, not on the item), and Harvest holds no billable rates, so there is no
+per-entry value on either side to compare."""
+
+
+def demo_policy() -> OwnershipPolicy:
+    """The shipped ownership policy, with the roles played by the demo's systems."""
+    from importlib import resources
+
+    import yaml
+
+    text = resources.files("accord.ownership").joinpath("default_policy.yaml").read_text("utf-8")
+    document = yaml.safe_load(text)
+    document["ownership"]["systems"] = {
+        "crm": c.CRM,
+        "psa": c.PSA,
+        "erp": c.ERP,
+        "billing": c.PAYMENTS,
+    }
+    return parse_policy(document, source="default_policy.yaml")
+
+
+def reconcile_month(ctx: Q2C) -> dict[str, Any]:
+    """Every pair of the month, through the reconciliation engine, stored as runs.
+
+    Each side is read through the demo's connectors and keyed through the hub's
+    cross-reference; nothing is healed (a demo shows the drift, a person decides),
+    so every discrepancy stays open on the run. Returns the total number of
+    discrepancies, each run's id and counts, and the discrepancies themselves.
+    """
+    from accord.reconcile.connect import connector_side
+    from accord.reconcile.pairs import pair_named
+    from accord.reconcile.run import reconcile_pair
+
+    connectors = {
+        c.CRM: ctx.crm,
+        c.PSA: ctx.psa,
+        c.PAYMENTS: ctx.payments,
+        c.ERP: ctx.erp_connector,
+    }
+    policy = demo_policy()
+    runs: dict[str, dict[str, Any]] = {}
+    details: list[dict[str, Any]] = []
+    for name, left, right in RECONCILED_PAIRS:
+        pair = pair_named(name)
+        report = reconcile_pair(
+            pair,
+            connector_side(pair, connectors[left], store=ctx.engine),
+            connector_side(pair, connectors[right], store=ctx.engine),
+            policy=policy,
+            engine=ctx.engine,
+            heal=False,
+            clock=ctx.clock,
+        )
+        doc = report.comparison.to_json()
+        runs[name] = {"run_id": report.run_id, **report.counts}
+        for item in doc["discrepancies"]:
+            details.append({"pair": name, **item})
+    return {"discrepancies": len(details), "runs": runs, "details": details}
 
 
 def render_summary(summary: dict[str, Any]) -> str:
@@ -731,7 +771,15 @@ def render_summary(summary: dict[str, Any]) -> str:
     lines.append(
         f"effects: {eff['calls']} calls, {eff['retried']} retried, {eff['duplicates']} duplicates"
     )
-    lines.append(f"reconciliation: {summary['reconciliation']['discrepancies']} discrepancies")
+    rec = summary["reconciliation"]
+    lines.append(
+        f"reconciliation: {rec['discrepancies']} discrepancies ("
+        + ", ".join(
+            f"{pair} {sum(v for k, v in counts.items() if k != 'run_id')}"
+            for pair, counts in rec["runs"].items()
+        )
+        + ")"
+    )
     if summary["outage"].get("system"):
         o = summary["outage"]
         lines.append(

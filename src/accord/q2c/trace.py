@@ -60,7 +60,7 @@ def resolve_trace_id(engine: Engine, ident: str) -> str:
             select(records.c.data, records.c.id).where(records.c.entity_type == "invoice")
         ).all()
     for data, rid in rows:
-        if ident in (rid, data.get("number"), data.get("stripe_id")):
+        if ident in (rid, data.get("number"), data.get("stripe_id"), data.get("stripe_number")):
             with engine.connect() as conn:
                 found = conn.execute(
                     select(record_versions.c.trace_id)

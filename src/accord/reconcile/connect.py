@@ -9,6 +9,13 @@ projected record is the canonical id each vendor keeps beside its own id
 (Salesforce ``Accord_Id__c``, NetSuite ``externalId``, Stripe
 ``metadata[accord_id]``); a record without one is not Accord's and is left out.
 
+Given the hub's store, a side keys each record by the canonical id the hub's
+cross-reference (:class:`~accord.store.Xref`) links its vendor id to, and
+only falls back to the id the vendor keeps when there is no link: a customer
+that was in the ERP before Accord (its ``externalId`` is the ERP's own) or a
+CRM account Accord matched but never stamped is still the same record on both
+sides. References (an invoice's customer) resolve the same way.
+
 Only the fields both vendors carry are compared: NetSuite keeps no payment
 terms on a customer, so ``payment_terms_days`` is not compared between
 Salesforce and NetSuite rather than always differing.
@@ -24,15 +31,17 @@ here is an upsert or a ``PATCH`` of the same values, safe to repeat.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
+from sqlalchemy import Engine
+
 from accord.connectors.base import Connector, Cursor, Governor, VendorRecord, WriteRequest
 from accord.errors import InvalidInput
 from accord.reconcile.pairs import Pair
-from accord.reconcile.sides import ConnectorSide
+from accord.reconcile.sides import ConnectorSide, NotComparable
 from accord.runtime.effects import Effect, EffectOutcome, Vendor
 
 __all__ = [
@@ -110,6 +119,11 @@ class Refs(Protocol):
         """Vendor id → the whole record, for every record of ``object``."""
         ...
 
+    def key(self, object: str, vendor_id: Any, own: Any) -> str | None:
+        """The canonical id of the record ``vendor_id`` of ``object``: the one the hub
+        linked it to, else ``own`` (the canonical id the vendor keeps, if any)."""
+        ...
+
 
 Project = Callable[[Mapping[str, Any], Refs], Mapping[str, Any] | None]
 Translate = Callable[[str, str, Mapping[str, Any]], WriteRequest]
@@ -170,10 +184,11 @@ def _sf_account(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | None:
     from accord.connectors.salesforce.mapping import account_to_canonical
 
     account = account_to_canonical(row)
-    if not account.get("accord_id"):
+    key = refs.key("Account", row.get("Id"), account.get("accord_id"))
+    if not key:
         return None
     return {
-        "id": account["accord_id"],
+        "id": key,
         "legal_name": account["legal_name"],
         "domain": _domain(account["domain"]),
         "default_currency": account["default_currency"],
@@ -209,10 +224,11 @@ def _ns_account(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | None:
     from accord.connectors.netsuite.mapping import account_from_customer
 
     account = account_from_customer(row)
-    if not account.get("id"):
+    key = refs.key("customer", row.get("id"), account.get("id"))
+    if not key:
         return None
     return {
-        "id": account["id"],
+        "id": key,
         "legal_name": account["legal_name"],
         "domain": _domain(account["domain"]),
         "default_currency": account["default_currency"],
@@ -257,11 +273,12 @@ def _ns_invoice(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | None:
     from accord.connectors.netsuite.mapping import invoice_to_canonical
 
     invoice = invoice_to_canonical(row)
-    if not invoice.get("id"):
+    key = refs.key("invoice", row.get("id"), invoice.get("id"))
+    if not key:
         return None
     customer = invoice["customer_external_id"]
     return {
-        "id": invoice["id"],
+        "id": key,
         "number": invoice["number"],
         "account_id": refs("customer").get(customer or "", customer),
         "currency": invoice["currency"],
@@ -278,11 +295,12 @@ def _ns_payment(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | None:
     from accord.connectors.netsuite.mapping import payment_to_canonical
 
     payment = payment_to_canonical(row)
-    if not payment.get("id"):
+    key = refs.key("customerPayment", row.get("id"), payment.get("id"))
+    if not key:
         return None
     customer = payment["account_external_id"]
     return {
-        "id": payment["id"],
+        "id": key,
         "account_id": refs("customer").get(customer or "", customer),
         "currency": payment["currency"],
         "amount": payment["amount"],
@@ -295,12 +313,13 @@ def _ns_credit_memo(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | N
     from accord.connectors.netsuite.mapping import credit_memo_to_canonical
 
     memo = credit_memo_to_canonical(row)
-    if not memo.get("id"):
+    key = refs.key("creditMemo", row.get("id"), memo.get("id"))
+    if not key:
         return None
     customer = memo["customer_external_id"]
     invoice = memo["invoice_external_id"]
     return {
-        "id": memo["id"],
+        "id": key,
         "invoice_id": refs("invoice").get(invoice or "", invoice),
         "account_id": refs("customer").get(customer or "", customer),
         "currency": memo["currency"],
@@ -313,11 +332,12 @@ def _ns_project(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | None:
     from accord.connectors.netsuite.mapping import project_from_job
 
     job = project_from_job(row)
-    if not job.get("id"):
+    key = refs.key("job", row.get("id"), job.get("id"))
+    if not key:
         return None
     customer = job["account_external_id"]
     return {
-        "id": job["id"],
+        "id": key,
         "name": job["name"],
         "account_id": refs("customer").get(customer or "", customer),
         "status": "active" if job["active"] else "closed",
@@ -358,13 +378,14 @@ def _stripe_invoice(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | N
     from accord.connectors.stripe.mapping import from_stripe_amount, invoice_fields
 
     invoice = invoice_fields(row)
-    if not invoice.get("id") or invoice["status"] in (None, "draft"):
+    key = refs.key("invoice", row.get("id"), invoice.get("id"))
+    if not key or invoice["status"] in (None, "draft"):
         return None  # a draft is not issued yet: nothing to agree on
     customer = invoice["customer_external_id"]
     # Stripe's ``tax`` is the invoice's tax (none: no tax); net is the total without it
     tax = from_stripe_amount(int(row.get("tax") or 0), invoice["currency"])
     return {
-        "id": invoice["id"],
+        "id": key,
         "number": invoice["number"],
         "account_id": refs("customer").get(customer or "", customer),
         "currency": invoice["currency"],
@@ -409,13 +430,14 @@ def _stripe_credit_note(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any]
     from accord.connectors.stripe.mapping import credit_note_fields
 
     note = credit_note_fields(row)
-    if not note.get("id"):
+    key = refs.key("credit_note", row.get("id"), note.get("id"))
+    if not key:
         return None
     customer = row.get("customer")
     issued = _unix_date(row.get("effective_at") or row.get("created"))
     invoice = note["invoice_external_id"]
     return {
-        "id": note["id"],
+        "id": key,
         "invoice_id": refs("invoice").get(invoice or "", invoice),
         "account_id": refs("customer").get(customer or "", customer),
         "currency": note["currency"],
@@ -457,9 +479,10 @@ def _harvest_project(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | 
     from accord.connectors.harvest.mapping import project_to_canonical
 
     project = project_to_canonical(row)
-    if not project.get("code"):
+    key = refs.key("projects", row.get("id"), project.get("code"))
+    if not key:
         return None
-    return {"id": project["code"], "name": project["name"], "status": project["status"]}
+    return {"id": key, "name": project["name"], "status": project["status"]}
 
 
 def _harvest_work(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | None:
@@ -485,13 +508,17 @@ def _harvest_work(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | Non
                 "the time entry's client has no currency", record=where, field="client"
             )
         rate = row.get("billable_rate")
+        key = f"harvest:time_entry:{row['id']}"
         if rate is None:
-            raise InvalidInput(
-                "billable time without a billable rate", record=where, field="billable_rate"
+            # the PSA leaves pricing to Accord's rate cards: what the time is worth is the
+            # billing engine's to say, and an unbilled entry has no price anywhere yet
+            raise NotComparable(
+                "billable time without a billable rate in the PSA: its value cannot be"
+                " compared (rates are kept in Accord's rate cards)",
+                key=key,
             )
         value = Decimal(hours_text(row.get("hours"))) * Decimal(str(rate))
         amount = Money.from_decimal(value, str(currency)).minor
-        key = f"harvest:time_entry:{row['id']}"
     return {
         "id": key,
         "currency": currency,
@@ -603,13 +630,48 @@ def read_all(connector: Connector, object: str) -> list[VendorRecord]:
     return records
 
 
+class _Links:
+    """Vendor id → canonical id as the hub's cross-reference links them, each looked up once."""
+
+    def __init__(self, store: Engine, system: str) -> None:
+        self.store = store
+        self.system = system
+        self._known: dict[tuple[str, str], str | None] = {}
+
+    def resolve(self, object: str, vendor_ids: Iterable[str]) -> dict[str, str]:
+        """The linked canonical id of each of ``vendor_ids`` that has one (one connection)."""
+        from accord.store import Xref
+
+        wanted = [i for i in dict.fromkeys(vendor_ids) if (object, i) not in self._known]
+        if wanted:
+            with self.store.connect() as conn:
+                xref = Xref(conn)
+                for vendor_id in wanted:
+                    link = xref.by_external(self.system, object, vendor_id)
+                    self._known[(object, vendor_id)] = None if link is None else link.canonical_id
+        found: dict[str, str] = {}
+        for vendor_id in vendor_ids:
+            canonical = self._known[(object, vendor_id)]
+            if canonical is not None:
+                found[vendor_id] = canonical
+        return found
+
+
 class _References:
     """Vendor id → canonical id (or the whole record) per referenced object, read once."""
 
-    def __init__(self, connector: Connector) -> None:
+    def __init__(self, connector: Connector, links: _Links | None = None) -> None:
         self.connector = connector
+        self.links = links
         self._rows: dict[str, dict[str, Mapping[str, Any]]] = {}
         self._maps: dict[str, dict[str, str]] = {}
+
+    def key(self, object: str, vendor_id: Any, own: Any) -> str | None:
+        if self.links is not None and vendor_id not in (None, ""):
+            linked = self.links.resolve(object, [str(vendor_id)]).get(str(vendor_id))
+            if linked:
+                return linked
+        return str(own) if own not in (None, "") else None
 
     def rows(self, object: str) -> Mapping[str, Mapping[str, Any]]:
         """Every record of ``object`` by vendor id."""
@@ -627,9 +689,11 @@ class _References:
                 raise InvalidInput(
                     f"{self.connector.name} has no canonical id on {object!r}", field=object
                 )
+            rows = self.rows(object)
+            linked = {} if self.links is None else self.links.resolve(object, list(rows))
             found = {}
-            for vendor_id, data in self.rows(object).items():
-                value = canonical(data)
+            for vendor_id, data in rows.items():
+                value = linked.get(vendor_id) or canonical(data)
                 if value:
                     found[vendor_id] = str(value)
             self._maps[object] = found
@@ -660,10 +724,23 @@ def _reader(connector: Connector, binding: Binding) -> Callable[[], list[VendorR
     return read
 
 
-def connector_side(pair: Pair, connector: Connector, *, name: str | None = None) -> ConnectorSide:
-    """One side of ``pair`` read through ``connector``, projected onto the pair's fields."""
+def connector_side(
+    pair: Pair,
+    connector: Connector,
+    *,
+    name: str | None = None,
+    store: Engine | None = None,
+) -> ConnectorSide:
+    """One side of ``pair`` read through ``connector``, projected onto the pair's fields.
+
+    With ``store`` (the hub's database) records and references are keyed by the
+    canonical ids the hub's cross-reference links their vendor ids to; without
+    it, by the canonical id each vendor record keeps (and records without one
+    are left out).
+    """
     binding = binding_for(pair, connector.name)
-    refs = _References(connector)
+    links = None if store is None else _Links(store, connector.name)
+    refs = _References(connector, links)
 
     def project(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
         return binding.project(data, refs)

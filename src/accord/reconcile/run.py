@@ -43,6 +43,8 @@ class RunReport:
     started_at: datetime
     comparison: Comparison
     outcomes: list[Healed] = field(default_factory=list)
+    not_comparable: list[dict[str, str]] = field(default_factory=list)
+    """Records a side left out because they cannot be compared (``side``, ``key``, ``reason``)."""
 
     @property
     def counts(self) -> dict[str, int]:
@@ -68,6 +70,8 @@ class RunReport:
                 item["exception_id"] = outcome.exception_id
         doc["healed"] = self.healed
         doc["exceptions"] = self.escalated
+        if self.not_comparable:
+            doc["not_comparable"] = list(self.not_comparable)
         return doc
 
 
@@ -162,6 +166,7 @@ def reconcile_pair(
         return settled
 
     report = RunReport(run_id, pair.name, trace, started, comparison)
+    report.not_comparable = [*_not_comparable(left), *_not_comparable(right)]
     if engine is None:
         report.outcomes = settle(exceptions)
         return report
@@ -169,6 +174,17 @@ def reconcile_pair(
         report.outcomes = settle(exceptions or Exceptions(conn, clock))
         _finish(ReconcileRuns(conn, clock), run_id, comparison, report.outcomes)
     return report
+
+
+def _not_comparable(side: Side) -> list[dict[str, str]]:
+    """What a side left out of the comparison, and why (a side that says)."""
+    found = getattr(side, "not_comparable", None)
+    if not isinstance(found, dict):
+        return []
+    return [
+        {"side": side.name, "key": str(key), "reason": str(reason)}
+        for key, reason in sorted(found.items())
+    ]
 
 
 def _carries(side: Side) -> frozenset[str] | None:

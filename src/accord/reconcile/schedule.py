@@ -104,9 +104,14 @@ class Systems:
             )
         return self._built[system]
 
-    def side(self, pair: Pair, source: SideSource, where: str) -> ConnectorSide:
+    def side(
+        self, pair: Pair, source: SideSource, where: str, store: Engine | None = None
+    ) -> ConnectorSide:
+        """``source`` read through its system's connector; with ``store``, vendor ids
+        resolve to the canonical ids the hub linked them to."""
         assert source.system is not None
-        return connector_side(pair, self.connector(source.system, where=where), name=source.system)
+        connector = self.connector(source.system, where=where)
+        return connector_side(pair, connector, name=source.system, store=store)
 
     def executor(
         self, engine: Engine, pairs: Sequence[Pair], fallback: EffectExecutor | None
@@ -199,7 +204,7 @@ def run_configured(
             for position, source in (("left", sources.left), ("right", sources.right)):
                 if source.system is not None:
                     where = f"reconcile.sources.{pair.name}.{position}"
-                    sides.append(systems.side(pair, source, where))
+                    sides.append(systems.side(pair, source, where, engine))
                 else:
                     sides.append(side_from(source, engine, base=base))
             planned.append((pair, sides[0], sides[1]))

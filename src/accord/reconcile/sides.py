@@ -34,6 +34,7 @@ __all__ = [
     "ConnectorSide",
     "FileSide",
     "MemorySide",
+    "NotComparable",
     "Side",
     "SqlSide",
 ]
@@ -286,6 +287,22 @@ class SqlSide:
 Projection = Callable[[Mapping[str, Any]], Mapping[str, Any] | None]
 
 
+class NotComparable(Exception):
+    """Raised by a projection: the record is the pair's, but cannot be compared.
+
+    Time the PSA holds without a billable rate, say: it belongs to the pair,
+    yet nothing on the record says what it is worth. The side leaves the record
+    out of the comparison and lists it, with ``reason``, in
+    :attr:`ConnectorSide.not_comparable` (and a run's report carries the list),
+    rather than failing the whole run or silently dropping it.
+    """
+
+    def __init__(self, reason: str, *, key: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.key = key
+
+
 class ConnectorSide:
     """One vendor object, read through its connector and projected.
 
@@ -330,6 +347,8 @@ class ConnectorSide:
         self.cursor = cursor if incremental and cursor is not None else Cursor()
         self.snapshot: dict[str, Mapping[str, Any]] = dict(snapshot or {}) if incremental else {}
         self._records: dict[str, Mapping[str, Any]] | None = None
+        self.not_comparable: dict[str, str] = {}
+        """Key (or vendor id) → why the record was left out of the comparison."""
 
     @property
     def records(self) -> dict[str, Mapping[str, Any]]:
@@ -341,7 +360,11 @@ class ConnectorSide:
             else:
                 changed, self.cursor = self.connector.read_changes(self.object, self.cursor)
             for vendor_record in changed:
-                projected = None if vendor_record.deleted else self.project(vendor_record.data)
+                try:
+                    projected = None if vendor_record.deleted else self.project(vendor_record.data)
+                except NotComparable as exc:
+                    self.not_comparable[exc.key or vendor_record.id] = exc.reason
+                    projected = None
                 if projected is None or projected.get(self.key) in (None, ""):
                     self.snapshot.pop(vendor_record.id, None)
                 else:

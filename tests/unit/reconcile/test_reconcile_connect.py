@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from accord.connectors.base import Cursor, VendorRecord
 from accord.errors import InvalidInput
+from accord.ownership import default_policy
 from accord.reconcile.connect import BINDINGS, ReconcileWriter, binding_for, build_connector
 from accord.reconcile.pairs import pair_named
+from accord.reconcile.run import reconcile_pair
+from accord.reconcile.sides import ConnectorSide, MemorySide, NotComparable
 from accord.runtime.effects import Effect
 
 
@@ -19,6 +24,9 @@ class _Refs:
 
     def rows(self, object: str) -> dict[str, dict[str, Any]]:
         return {}
+
+    def key(self, object: str, vendor_id: Any, own: Any) -> str | None:
+        return str(own) if own else None
 
 
 _refs = _Refs()
@@ -122,3 +130,56 @@ def test_a_fix_becomes_the_vendors_write_with_the_effect_key() -> None:
     with pytest.raises(InvalidInput, match="does not write 'payment'"):
         writer.request(unknown)
     writer.close()
+
+
+def test_time_without_a_billable_rate_is_not_comparable_and_says_why() -> None:
+    class _Clients(_Refs):
+        def rows(self, object: str) -> dict[str, dict[str, Any]]:
+            return {"5": {"id": 5, "currency": "EUR"}}
+
+    project = BINDINGS[("billable_work", "harvest")].project
+    entry = {
+        "id": 42,
+        "_accord_object": "time_entries",
+        "is_closed": True,
+        "billable": True,
+        "hours": 2.5,
+        "client": {"id": 5},
+        "spent_date": "2025-03-03",
+    }
+    with pytest.raises(NotComparable) as raised:
+        project(entry, _Clients())
+    assert raised.value.key == "harvest:time_entry:42"
+    assert "billable rate" in raised.value.reason
+    valued = project({**entry, "billable_rate": "120.00"}, _Clients())
+    assert valued == {
+        "id": "harvest:time_entry:42",
+        "currency": "EUR",
+        "amount": 30000,
+        "period": "2025-03",
+    }
+
+
+def test_a_side_lists_what_it_could_not_compare_and_the_run_reports_it() -> None:
+    class _Harvest:
+        name = "harvest"
+
+        def read_changes(self, object: str, cursor: Cursor) -> tuple[list[VendorRecord], Cursor]:
+            rows = [
+                VendorRecord(object, "1", "t1", {"id": "a", "amount": 100}),
+                VendorRecord(object, "2", "t2", {"id": "b", "amount": None}),
+            ]
+            return rows, cursor
+
+    def project(data: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        if data["amount"] is None:
+            raise NotComparable("no amount", key=f"work:{data['id']}")
+        return data
+
+    left = ConnectorSide(_Harvest(), "work", project)  # type: ignore[arg-type]
+    right = MemorySide("billing", {"a": {"id": "a", "amount": 100}})
+    pair = pair_named("billable_work")
+    report = reconcile_pair(pair, left, right, policy=default_policy(), heal=False)
+    assert report.comparison.clean and report.comparison.left_rows == 1
+    assert report.not_comparable == [{"side": "harvest", "key": "work:b", "reason": "no amount"}]
+    assert report.to_json()["not_comparable"] == report.not_comparable

@@ -330,8 +330,9 @@ def invoice_from_canonical(
     """A canonical invoice → the body of an ``invoice`` record.
 
     ``invoice`` holds ``currency``, ``lines`` (``description``, ``quantity``,
-    ``unit_price`` and ``amount`` in minor units), and optionally ``number``,
-    ``issue_date`` and ``due_date``. ``customer_id`` is the customer's internal
+    ``unit_price`` and ``amount`` in minor units), and optionally ``number``
+    (sent as ``tranId`` and ``otherRefNum``), ``issue_date``, ``due_date`` and
+    ``memo``. ``customer_id`` is the customer's internal
     id; ``item_id`` the service item billed when a line names none.
     """
     record = f"Invoice[{invoice.get('id') or '?'}]"
@@ -344,6 +345,10 @@ def invoice_from_canonical(
     if subsidiary_id:
         body["subsidiary"] = ref(subsidiary_id)
     if invoice.get("number"):
+        # the document number; NetSuite keeps a given ``tranId`` where the invoice's
+        # numbering allows overriding it, and otherwise numbers the invoice itself, so the
+        # number also travels in ``otherRefNum``, which is always kept (and read back first)
+        body["tranId"] = str(invoice["number"])
         body["otherRefNum"] = str(invoice["number"])
     if invoice.get("issue_date"):
         body["tranDate"] = str(invoice["issue_date"])
