@@ -41,8 +41,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import json.encoder
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from dataclasses import field as dataclass_field
 from datetime import date, datetime, time
@@ -119,10 +120,29 @@ def digest(value: Any) -> str:
     the same value today. Tuples and lists digest alike because JSON cannot tell
     them apart and neither can most vendor APIs.
     """
-    text = json.dumps(
-        _plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+    kind = type(value)
+    # the common scalars, written as json.dumps would write them, without its set-up
+    if kind is str:
+        text = _encode_string(value)
+    elif kind is int:
+        text = int.__repr__(value)
+    elif kind is bool:
+        text = "true" if value else "false"
+    elif value is None:
+        text = "null"
+    else:
+        text = json.dumps(
+            _plain(value),
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,
+        )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+#: How json.dumps(..., ensure_ascii=False) writes a string.
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring
 
 
 # -- echo memory (port) -----------------------------------------------------------

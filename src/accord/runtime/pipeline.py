@@ -17,6 +17,8 @@ blocks the other events of its batch.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Connection, Engine, Table, bindparam, select, update
+from sqlalchemy import Connection, Engine, Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from accord.domain.ids import deterministic_id
@@ -48,7 +50,6 @@ from accord.runtime.effects import (
     EffectOutcome,
     LedgerEntry,
     effect_key,
-    request_digest,
 )
 from accord.store import (
     Effects,
@@ -58,8 +59,9 @@ from accord.store import (
     Records,
     append,
     append_many,
-    content_digest,
 )
+from accord.store.audit import canonical_json
+from accord.store.fast import Prepared, db_time, json_strings
 from accord.store.repo import keys_in, utc_now
 from accord.store.tables import (
     EffectStatus,
@@ -170,37 +172,73 @@ class BulkEcho(EchoMemory):
         return self._state.get(key)
 
     def store(self, key: EchoKey, state: FieldSync) -> None:
+        if self._state.get(key) == state:
+            return  # nothing to write back (a key already dirty stays so)
         self._state[key] = state
         self._dirty.add(key)
 
     def flush(self) -> None:
         if not self._dirty:
             return
+        state = self._state
         rows = [
-            {
-                "system": k.system,
-                "entity_type": k.entity_type,
-                "entity_id": k.entity_id,
-                "field": k.field,
-                "pending_echo": self._state[k].pending_echo,
-                "last_seen": self._state[k].last_seen,
-            }
-            for k in sorted(
-                self._dirty, key=lambda k: (k.system, k.entity_type, k.entity_id, k.field)
+            (
+                k.system,
+                k.entity_type,
+                k.entity_id,
+                k.field,
+                state[k].pending_echo,
+                state[k].last_seen,
             )
+            for k in self._dirty
         ]
-        statement = _upsert(self._conn, echo_state)
-        self._conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=["system", "entity_type", "entity_id", "field"],
-                set_={
-                    "pending_echo": statement.excluded.pending_echo,
-                    "last_seen": statement.excluded.last_seen,
-                },
-            ),
-            rows,
-        )
+        rows.sort(key=lambda row: row[:4])
+        _UPSERT_ECHO.run_many(self._conn, rows)
         self._dirty.clear()
+
+
+_UPSERT_ECHO = Prepared(
+    "INSERT INTO echo_state (system, entity_type, entity_id, field, pending_echo, last_seen)"
+    " VALUES ({p}, {p}, {p}, {p}, {p}, {p})"
+    " ON CONFLICT (system, entity_type, entity_id, field)"
+    " DO UPDATE SET pending_echo = excluded.pending_echo, last_seen = excluded.last_seen"
+)
+_LINK = Prepared(
+    "INSERT INTO xref (entity_type, canonical_id, system, external_object, external_id)"
+    " VALUES ({p}, {p}, {p}, {p}, {p}) ON CONFLICT DO NOTHING"
+)
+_INTEND = Prepared(
+    "INSERT INTO effects (idempotency_key, system, operation, request_digest, status, attempts,"
+    " created_at, updated_at, trace_id, request)"
+    " VALUES ({p}, {p}, {p}, {p}, {p}, 0, {p}, {p}, {p}, {json})"
+    " ON CONFLICT (idempotency_key) DO NOTHING"
+)
+_MARK_DONE = Prepared(
+    "UPDATE inbox SET status = {p}, processed_at = {p}, error = NULL, outcome = {json}"
+    " WHERE seq = {p}"
+)
+_EFFECT_DONE = Prepared(
+    "UPDATE effects SET status = {p}, external_id = {p}, result = {json}, error = NULL,"
+    " updated_at = {p} WHERE idempotency_key = {p} AND status <> {p}"
+)
+
+
+def _outcome_text(effect_keys: Sequence[str], changes: Sequence[tuple[str, str, int]]) -> str:
+    """The canonical JSON of an event's outcome: ``{"changes": [[type, id, version]…],
+    "effects": [key…]}``, written out (it is stored once per event)."""
+    listed = ",".join(
+        f"[{json_strings((entity_type, entity_id))[1:-1]},{int(version)}]"
+        for entity_type, entity_id, version in changes
+    )
+    return f'{{"changes":[{listed}],"effects":{json_strings(effect_keys)}}}'
+
+
+def _request_text(request: Mapping[str, Any]) -> str:
+    """The JSON text :func:`~accord.runtime.effects.request_digest` hashes.
+
+    Stored as the intent's request, so the request is serialised once for both.
+    """
+    return json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def _dead_letter(
@@ -355,7 +393,7 @@ class Pipeline:
     def claim(self, limit: int, lease: timedelta) -> list[tuple[int, int]]:
         """Claim due events under a lease; returns (seq, attempt) pairs."""
         with self.engine.begin() as conn:
-            return [(e.seq, e.attempts) for e in Inbox(conn).claim_batch(limit, lease=lease)]
+            return Inbox(conn).claim_seqs(limit, lease=lease)
 
     # -- apply ------------------------------------------------------------------
 
@@ -445,14 +483,18 @@ class Pipeline:
                 k: dict(r.data) for k, r in stored.items()
             }
             version: dict[tuple[str, str], int] = {k: r.version for k, r in stored.items()}
+            # digest of each record's data as it stands, kept up to date through the batch
+            digests: dict[tuple[str, str], str] = {k: r.digest for k, r in stored.items()}
             echo = BulkEcho(conn, keys)
             puts: list[PutItem] = []
             expected: list[int] = []
             audit: list[tuple[str, str, str, Mapping[str, Any] | None]] = []
-            intents: list[dict[str, Any]] = []
-            outcomes: list[dict[str, Any]] = []
+            intents: list[tuple[Any, ...]] = []
+            outcomes: list[tuple[Any, ...]] = []
             exceptions = Exceptions(conn)
             now = utc_now()
+            at = db_time(conn, now)
+            done = InboxStatus.DONE.value
             for event, upserts in work:
                 event_keys: list[str] = []
                 event_changes: list[tuple[str, str, int]] = []
@@ -477,13 +519,23 @@ class Pipeline:
                         continue
                     data = dict(current or {})
                     data.update(changes)
-                    if current is not None and content_digest(data) == content_digest(current):
+                    # serialised once: the digest, the stored record and its version
+                    text = canonical_json(data)
+                    data_digest = hashlib.sha256(text.encode()).hexdigest()
+                    if current is not None and data_digest == digests[key]:
                         continue
                     state[key] = data
+                    digests[key] = data_digest
                     version[key] = version.get(key, 0) + 1
                     puts.append(
                         PutItem(
-                            upsert.entity_type, cid, data, event.system, self.actor, event.trace_id
+                            upsert.entity_type,
+                            cid,
+                            data,
+                            event.system,
+                            self.actor,
+                            event.trace_id,
+                            canonical=text,
                         )
                     )
                     expected.append(version[key])
@@ -522,56 +574,32 @@ class Pipeline:
                             cid,
                             str(version[key]),
                         )
+                        request_text = _request_text(request)
                         intents.append(
-                            {
-                                "idempotency_key": effect_id,
-                                "system": route.target,
-                                "operation": route.operation,
-                                "request_digest": request_digest(request),
-                                "status": EffectStatus.INTENT.value,
-                                "attempts": 0,
-                                "created_at": now,
-                                "updated_at": now,
-                                "trace_id": event.trace_id,
-                                "request": request,
-                            }
+                            (
+                                effect_id,
+                                route.target,
+                                route.operation,
+                                hashlib.sha256(request_text.encode()).hexdigest(),
+                                EffectStatus.INTENT.value,
+                                at,
+                                at,
+                                event.trace_id,
+                                request_text,
+                            )
                         )
                         event_keys.append(effect_id)
-                outcomes.append(
-                    {
-                        "b_seq": event.seq,
-                        "outcome": {
-                            "effects": event_keys,
-                            "changes": [list(c) for c in event_changes],
-                        },
-                    }
-                )
+                outcomes.append((done, at, _outcome_text(event_keys, event_changes), event.seq))
                 result.applied += 1
                 result.effects.extend(event_keys)
                 result.changes.extend(event_changes)
-            written = Records(conn).put_many(puts)
+            written = Records(conn, clock=lambda: now).put_many(puts, base=stored)
             if [w.version for w in written] != expected:
                 raise RuleViolation("records changed while the batch was applied")
-            append_many(conn, audit)
+            append_many(conn, audit, at=now)
             echo.flush()
-            if intents:
-                conn.execute(
-                    _upsert(conn, effects).on_conflict_do_nothing(
-                        index_elements=["idempotency_key"]
-                    ),
-                    intents,
-                )
-            conn.execute(
-                update(inbox)
-                .where(inbox.c.seq == bindparam("b_seq"))
-                .values(
-                    status=InboxStatus.DONE.value,
-                    processed_at=now,
-                    error=None,
-                    outcome=bindparam("outcome"),
-                ),
-                outcomes,
-            )
+            _INTEND.run_many(conn, intents)
+            _MARK_DONE.run_many(conn, outcomes)
         record_spans(
             "workflow step apply",
             (event.trace_id for event, _ in work),
@@ -605,19 +633,8 @@ class Pipeline:
                 continue
             cid = str(deterministic_id(entity_type, system, obj, ext))
             ids[(system, obj, ext)] = cid
-            links.append(
-                {
-                    "entity_type": entity_type,
-                    "canonical_id": cid,
-                    "system": system,
-                    "external_object": obj,
-                    "external_id": ext,
-                }
-            )
-        if links:
-            # executemany of one cached statement: a multi-VALUES insert would be
-            # compiled afresh for every batch size, which costs more than the insert
-            conn.execute(_upsert(conn, xref).on_conflict_do_nothing(), links)
+            links.append((entity_type, cid, system, obj, ext))
+        _LINK.run_many(conn, links)
         return ids
 
     def _conflict(self, exceptions: Exceptions, conflict: Any, trace_id: str | None) -> None:
@@ -688,7 +705,15 @@ class Pipeline:
             for start in range(0, len(wanted), 500):
                 chunk = wanted[start : start + 500]
                 for row in conn.execute(
-                    select(effects).where(effects.c.idempotency_key.in_(chunk))
+                    select(
+                        effects.c.idempotency_key,
+                        effects.c.system,
+                        effects.c.operation,
+                        effects.c.status,
+                        effects.c.attempts,
+                        effects.c.request,
+                        effects.c.trace_id,
+                    ).where(effects.c.idempotency_key.in_(chunk))
                 ):
                     rows[row.idempotency_key] = row
         single: list[Effect] = []
@@ -764,31 +789,25 @@ class Pipeline:
             done = []
             for effect, result in zip(chunk, results, strict=True):
                 if isinstance(result, EffectOutcome):
-                    done.append(
-                        {
-                            "b_key": effect.key,
-                            "external_id": result.external_id,
-                            "result": dict(result.result),
-                        }
-                    )
+                    done.append((effect.key, result.external_id, canonical_json(result.result)))
                 else:
                     leftovers.append(effect)
             if done:
                 with self.engine.begin() as conn:
-                    conn.execute(
-                        update(effects)
-                        .where(
-                            effects.c.idempotency_key == bindparam("b_key"),
-                            effects.c.status != EffectStatus.DONE.value,
-                        )
-                        .values(
-                            status=EffectStatus.DONE.value,
-                            external_id=bindparam("external_id"),
-                            result=bindparam("result"),
-                            error=None,
-                            updated_at=utc_now(),
-                        ),
-                        done,
+                    at = db_time(conn, utc_now())
+                    _EFFECT_DONE.run_many(
+                        conn,
+                        [
+                            (
+                                EffectStatus.DONE.value,
+                                external_id,
+                                text,
+                                at,
+                                key,
+                                EffectStatus.DONE.value,
+                            )
+                            for key, external_id, text in done
+                        ],
                     )
                 counts["done"] += len(done)
         return leftovers

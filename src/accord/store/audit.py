@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+import json.encoder
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -29,6 +30,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, select, update
 
 from accord.errors import InvalidInput, RuleViolation
+from accord.store.fast import Prepared, db_time
 from accord.store.tables import GENESIS_HASH, audit_head, audit_log
 
 __all__ = [
@@ -44,6 +46,9 @@ __all__ = [
     "json_document",
     "verify",
 ]
+
+# How json.dumps(..., ensure_ascii=False) writes a string.
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring
 
 # How far verify() searches for the original seq of an entry that was
 # renumbered (entries before it deleted and the rest shifted down).
@@ -242,6 +247,19 @@ def append(
     return AuditEntry(seq, when, actor, action, subject, document, prev_hash, digest)
 
 
+_INSERT_ENTRY = Prepared(
+    "INSERT INTO audit_log (seq, at, actor, action, subject, data, prev_hash, hash)"
+    " VALUES ({p}, {p}, {p}, {p}, {p}, {json}, {p}, {p})"
+)
+
+
+def _string(value: str) -> str:
+    """``value`` as :func:`canonical_json` writes a string."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"expected text, got {type(value).__name__}")
+    return _encode_string(value)
+
+
 def append_many(
     conn: Connection,
     items: Sequence[tuple[str, str, str, Mapping[str, Any] | None]],
@@ -270,37 +288,30 @@ def append_many(
         )
     seq = int(head[0]) - len(items)
     prev_hash = str(head[1])
+    at_text = _string(_utc_text(when))
+    stored_at = db_time(conn, when)
     written: list[AuditEntry] = []
+    rows: list[tuple[Any, ...]] = []
     for actor, action, subject, data in items:
         seq += 1
-        document = json_document(data)
-        digest = entry_hash(
-            seq=seq,
-            at=when,
-            actor=actor,
-            action=action,
-            subject=subject,
-            data=document,
-            prev_hash=prev_hash,
+        if data is None:
+            data = {}
+        elif not isinstance(data, Mapping):
+            raise InvalidInput(f"expected a JSON object, got {type(data).__name__}")
+        # the canonical text is hashed and stored: serialised once per entry
+        text = canonical_json(data)
+        # what entry_hash() hashes, written out: canonical JSON, keys in order
+        material = (
+            f'{{"action":{_string(action)},"actor":{_string(actor)},"at":{at_text},'
+            f'"data":{text},"prev_hash":{_string(prev_hash)},"seq":{seq},'
+            f'"subject":{_string(subject)}}}'
         )
+        digest = hashlib.sha256(material.encode()).hexdigest()
+        document = json.loads(text)
         written.append(AuditEntry(seq, when, actor, action, subject, document, prev_hash, digest))
+        rows.append((seq, stored_at, actor, action, subject, text, prev_hash, digest))
         prev_hash = digest
-    conn.execute(
-        audit_log.insert(),
-        [
-            {
-                "seq": e.seq,
-                "at": e.at,
-                "actor": e.actor,
-                "action": e.action,
-                "subject": e.subject,
-                "data": e.data,
-                "prev_hash": e.prev_hash,
-                "hash": e.hash,
-            }
-            for e in written
-        ],
-    )
+    _INSERT_ENTRY.run_many(conn, rows)
     conn.execute(update(audit_head).where(audit_head.c.id == 1).values(head_hash=prev_hash))
     return written
 

@@ -27,6 +27,7 @@ tests can pin "now" and ages are exact.
 from __future__ import annotations
 
 import builtins
+import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -36,8 +37,8 @@ from sqlalchemy import (
     Connection,
     Row,
     Table,
+    Update,
     and_,
-    bindparam,
     false,
     func,
     or_,
@@ -51,6 +52,7 @@ from accord.domain.ids import new_id
 from accord.domain.lifecycle import Lifecycle
 from accord.errors import InvalidInput, RuleViolation, TransientError
 from accord.store.audit import canonical_json, content_digest, json_document
+from accord.store.fast import Prepared, db_time, json_strings
 from accord.store.tables import (
     EffectStatus,
     ExceptionState,
@@ -231,11 +233,17 @@ def changed_fields(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple
         sorted(
             key
             for key in keys
-            if key not in before
-            or key not in after
-            or canonical_json(before[key]) != canonical_json(after[key])
+            if key not in before or key not in after or _differs(before[key], after[key])
         )
     )
+
+
+def _differs(a: Any, b: Any) -> bool:
+    """Whether two JSON values differ as JSON (``1``, ``1.0`` and ``True`` do)."""
+    kind = type(a)
+    if kind is type(b) and (kind is str or kind is int or kind is bool or a is None):
+        return bool(a != b)
+    return canonical_json(a) != canonical_json(b)
 
 
 # --------------------------------------------------------------------------- records
@@ -264,6 +272,9 @@ class PutItem:
     system: str
     actor: str
     trace_id: str | None = None
+    #: :func:`~accord.store.audit.canonical_json` of ``data``, when the caller
+    #: already has it (it is then stored as it is, and ``data`` is taken as is).
+    canonical: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +305,20 @@ class PutResult:
     @property
     def changed(self) -> bool:
         return bool(self.changed_fields)
+
+
+_INSERT_RECORD = Prepared(
+    "INSERT INTO records (entity_type, id, version, data, digest, updated_by_system, updated_at)"
+    " VALUES ({p}, {p}, {p}, {json}, {p}, {p}, {p})"
+)
+_UPDATE_RECORD = Prepared(
+    "UPDATE records SET version = {p}, data = {json}, digest = {p}, updated_by_system = {p},"
+    " updated_at = {p} WHERE entity_type = {p} AND id = {p} AND version = {p}"
+)
+_INSERT_VERSION = Prepared(
+    "INSERT INTO record_versions (entity_type, id, version, data, changed_fields, system, actor,"
+    " trace_id, at) VALUES ({p}, {p}, {p}, {json}, {json}, {p}, {p}, {p}, {p})"
+)
 
 
 class Records:
@@ -411,23 +436,40 @@ class Records:
                 )
         return found
 
-    def put_many(self, items: Sequence[PutItem]) -> list[PutResult]:
+    def put_many(
+        self,
+        items: Sequence[PutItem],
+        *,
+        base: Mapping[tuple[str, str], StoredRecord] | None = None,
+    ) -> list[PutResult]:
         """:meth:`put` for many records in a few statements (a batch of events).
 
         Items are applied in order, so the same record may appear several times
         and gets one version per real change. Call it in a transaction that
         already holds the write lock (SQLite) or with ``get_many(lock=True)``
         rows (PostgreSQL): the versions it bases on must not move underneath.
+        ``base`` is what :meth:`get_many` returned for these records earlier in
+        the same transaction (records missing from it do not exist yet); without
+        it they are read here.
         """
         now = _require_aware(self._clock())
-        base = self.get_many(((i.entity_type, i.id) for i in items), lock=True)
+        if base is None:
+            base = self.get_many(((i.entity_type, i.id) for i in items), lock=True)
         current: dict[tuple[str, str], StoredRecord] = dict(base)
+        # the stored JSON text of every record written, by key
+        texts: dict[tuple[str, str], str] = {}
         results: list[PutResult] = []
-        versions: list[dict[str, Any]] = []
+        at = db_time(self._conn, now)
+        versions: list[tuple[Any, ...]] = []
         for item in items:
             key = (item.entity_type, item.id)
-            document = json_document(item.data)
-            digest = content_digest(document)
+            if item.canonical is not None:
+                text = item.canonical
+                document = item.data if isinstance(item.data, dict) else dict(item.data)
+            else:
+                document = json_document(item.data)
+                text = canonical_json(document)
+            digest = hashlib.sha256(text.encode()).hexdigest()
             before = current.get(key)
             if before is not None and before.digest == digest:
                 results.append(PutResult(before.version, (), created=False))
@@ -437,68 +479,53 @@ class Records:
             current[key] = StoredRecord(
                 item.entity_type, item.id, version, document, digest, item.system, now
             )
+            texts[key] = text
             versions.append(
-                {
-                    "entity_type": item.entity_type,
-                    "id": item.id,
-                    "version": version,
-                    "data": document,
-                    "changed_fields": list(changed),
-                    "system": item.system,
-                    "actor": item.actor,
-                    "trace_id": item.trace_id,
-                    "at": now,
-                }
+                (
+                    item.entity_type,
+                    item.id,
+                    version,
+                    text,
+                    json_strings(changed),
+                    item.system,
+                    item.actor,
+                    item.trace_id,
+                    at,
+                )
             )
             results.append(PutResult(version, changed, created=before is None))
-        new_rows = [
-            {
-                "entity_type": rec.entity_type,
-                "id": rec.id,
-                "version": rec.version,
-                "data": rec.data,
-                "digest": rec.digest,
-                "updated_by_system": rec.updated_by_system,
-                "updated_at": rec.updated_at,
-            }
-            for key, rec in current.items()
-            if key not in base
-        ]
-        changed_rows = [
-            {
-                "b_type": rec.entity_type,
-                "b_id": rec.id,
-                "b_old": base[key].version,
-                "version": rec.version,
-                "data": rec.data,
-                "digest": rec.digest,
-                "updated_by_system": rec.updated_by_system,
-                "updated_at": rec.updated_at,
-            }
-            for key, rec in current.items()
-            if key in base and rec.version != base[key].version
-        ]
-        if new_rows:
-            self._conn.execute(records.insert(), new_rows)
-        if changed_rows:
-            self._conn.execute(
-                update(records)
-                .where(
-                    records.c.entity_type == bindparam("b_type"),
-                    records.c.id == bindparam("b_id"),
-                    records.c.version == bindparam("b_old"),
+        new_rows = []
+        changed_rows = []
+        for key, rec in current.items():
+            old = base.get(key)
+            if old is None:
+                new_rows.append(
+                    (
+                        rec.entity_type,
+                        rec.id,
+                        rec.version,
+                        texts[key],
+                        rec.digest,
+                        rec.updated_by_system,
+                        at,
+                    )
                 )
-                .values(
-                    version=bindparam("version"),
-                    data=bindparam("data"),
-                    digest=bindparam("digest"),
-                    updated_by_system=bindparam("updated_by_system"),
-                    updated_at=bindparam("updated_at"),
-                ),
-                changed_rows,
-            )
-        if versions:
-            self._conn.execute(record_versions.insert(), versions)
+            elif rec.version != old.version:
+                changed_rows.append(
+                    (
+                        rec.version,
+                        texts[key],
+                        rec.digest,
+                        rec.updated_by_system,
+                        at,
+                        rec.entity_type,
+                        rec.id,
+                        old.version,
+                    )
+                )
+        _INSERT_RECORD.run_many(self._conn, new_rows)
+        _UPDATE_RECORD.run_many(self._conn, changed_rows)
+        _INSERT_VERSION.run_many(self._conn, versions)
         return results
 
     def history(self, entity_type: str, id: str) -> list[RecordVersion]:
@@ -725,15 +752,11 @@ def _event(row: Row[Any]) -> InboxEvent:
     )
 
 
-#: How SQLAlchemy stores a UTC timestamp on SQLite (text that sorts in time order).
-_SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
-_ACCEPT = (
+_ACCEPT = Prepared(
     "INSERT INTO inbox (system, event_id, received_at, event_type, payload, status, attempts,"
     " trace_id) VALUES ({p}, {p}, {p}, {p}, {json}, {p}, 0, {p})"
     " ON CONFLICT (system, event_id) DO NOTHING RETURNING seq"
 )
-_ACCEPT_SQLITE = _ACCEPT.format(p="?", json="?")
-_ACCEPT_POSTGRESQL = _ACCEPT.format(p="%s", json="CAST(%s AS JSON)")
 
 
 class Inbox:
@@ -768,26 +791,17 @@ class Inbox:
         # building: a third of the cost of the same insert built with Core.
         if not isinstance(payload, Mapping):
             raise InvalidInput(f"expected a JSON object, got {type(payload).__name__}")
-        received = _require_aware(self._clock()).astimezone(UTC)
-        dialect = self._conn.dialect.name
-        if dialect == "sqlite":
-            at: Any = received.strftime(_SQLITE_DATETIME)
-            sql = _ACCEPT_SQLITE
-        elif dialect == "postgresql":
-            at = received
-            sql = _ACCEPT_POSTGRESQL
-        else:
-            raise NotImplementedError(f"the store supports SQLite and PostgreSQL, not {dialect}")
+        received = _require_aware(self._clock())
         params = (
             system,
             event_id,
-            at,
+            db_time(self._conn, received),
             event_type,
             canonical_json(payload),
             InboxStatus.PENDING.value,
             trace_id,
         )
-        return self._conn.exec_driver_sql(sql, params).first() is not None
+        return _ACCEPT.run(self._conn, params).first() is not None
 
     def accept_many(self, events: Iterable[Mapping[str, Any]]) -> int:
         """Store many events in one statement (backfills); redeliveries are skipped.
@@ -838,6 +852,26 @@ class Inbox:
         claim before processing, then :meth:`mark` the outcome; events not
         marked in time are claimed again by the next caller.
         """
+        rows = self._conn.execute(self._claim(limit, system, lease).returning(*inbox.c)).all()
+        return sorted((_event(row) for row in rows), key=lambda event: event.seq)
+
+    def claim_seqs(
+        self,
+        limit: int = 100,
+        *,
+        system: str | None = None,
+        lease: timedelta = timedelta(minutes=5),
+    ) -> list[tuple[int, int]]:
+        """:meth:`claim_batch` answering only ``(seq, attempts)`` pairs, by seq.
+
+        The batch's events are read again when they are applied, so a claim
+        that only hands their numbers on need not read their payloads.
+        """
+        statement = self._claim(limit, system, lease).returning(inbox.c.seq, inbox.c.attempts)
+        return sorted((int(row[0]), int(row[1])) for row in self._conn.execute(statement))
+
+    def _claim(self, limit: int, system: str | None, lease: timedelta) -> Update:
+        """The claiming ``UPDATE`` of :meth:`claim_batch`, without its ``RETURNING``."""
         if limit < 1:
             raise InvalidInput("limit must be at least 1", field="limit")
         now = _require_aware(self._clock())
@@ -859,13 +893,11 @@ class Inbox:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        rows = self._conn.execute(
+        return (
             update(inbox)
             .where(inbox.c.seq.in_(chosen.scalar_subquery()))
             .values(attempts=inbox.c.attempts + 1, available_at=now + lease)
-            .returning(*inbox.c)
-        ).all()
-        return sorted((_event(row) for row in rows), key=lambda event: event.seq)
+        )
 
     def mark(
         self,

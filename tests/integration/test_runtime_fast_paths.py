@@ -1,0 +1,343 @@
+"""The runtime's prepared-statement writes store what the Core statements would.
+
+A batch writes records, versions, xref links, audit entries, echo state,
+effect intents and inbox outcomes through driver-level prepared statements
+(``accord.store.fast``). These tests read every one of them back through
+SQLAlchemy, on SQLite and on PostgreSQL, and check the values, the digests and
+the audit chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import Engine, select
+
+from accord.ownership import load_policy
+from accord.ownership.decide import digest
+from accord.runtime.effects import EffectExecutor, request_digest
+from accord.runtime.http_vendor import IdempotentHttpVendor
+from accord.runtime.pipeline import Pipeline, Route, SqlLedger, _outcome_text, _request_text
+from accord.sandbox.recorder import RecorderServer
+from accord.store import (
+    Inbox,
+    PutItem,
+    Records,
+    append_many,
+    canonical_json,
+    content_digest,
+    entries,
+    make_engine,
+    upgrade,
+    verify,
+)
+from accord.store.audit import entry_hash
+from accord.store.fast import Prepared, db_time, json_strings
+from accord.store.tables import echo_state, effects, inbox, record_versions, records, xref
+
+POLICY = load_policy(
+    """
+ownership:
+  systems: {crm: crm, erp: erp}
+  account:
+    owner: crm
+    fields:
+      payment_terms_days: erp
+"""
+)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'fast.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    engine = make_engine(url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def recorder() -> Iterator[RecorderServer]:
+    with RecorderServer(seed=5) as server:
+        yield server
+
+
+@pytest.fixture
+def pipeline(engine: Engine, recorder: RecorderServer) -> Iterator[Pipeline]:
+    vendor = IdempotentHttpVendor(recorder.url)
+    yield Pipeline(
+        engine,
+        POLICY,
+        EffectExecutor(SqlLedger(engine), {"erp": vendor}),
+        routes=[Route("account", "erp", "upsert_customer")],
+    )
+    vendor.close()
+
+
+def _event(i: int, name: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "entity_type": "account",
+        "external_object": "Account",
+        "external_id": f"001{i:06d}",
+        "fields": {"legal_name": name, **fields},
+    }
+
+
+def test_a_batch_reads_back_as_written(engine: Engine, pipeline: Pipeline) -> None:
+    before = datetime.now(UTC)
+    names = ['Ünïcode "quoted" \\ Ltd', "Tab\tand\nnewline", "Plain"]
+    for i, name in enumerate(names):
+        assert pipeline.ingest("crm", f"e-{i}", "account.updated", _event(i, name, seats=i))
+    # the same record twice in one batch: two versions, two effects
+    assert pipeline.ingest("crm", "e-again", "account.updated", _event(0, "Renamed", seats=7))
+    claimed = pipeline.claim(100, timedelta(seconds=60))
+    assert [attempts for _, attempts in claimed] == [1, 1, 1, 1]
+    seqs = [seq for seq, _ in claimed]
+    outcome = pipeline.apply_batch(seqs)
+    assert (outcome.applied, outcome.dead, pipeline.fallbacks) == (4, 0, 0)
+    assert len(outcome.effects) == 4
+    after = datetime.now(UTC)
+
+    with engine.connect() as conn:
+        stored = {row.id: row for row in conn.execute(select(records))}
+        assert len(stored) == 3
+        for row in stored.values():
+            assert row.digest == content_digest(row.data)
+            assert before <= row.updated_at <= after
+            assert row.updated_at.tzinfo is not None
+        by_name = {row.data["legal_name"]: row for row in stored.values()}
+        assert set(by_name) == {"Renamed", *names[1:]}
+        renamed = by_name["Renamed"]
+        assert renamed.version == 2
+        assert renamed.data == {"legal_name": "Renamed", "seats": 7}
+
+        versions = conn.execute(
+            select(record_versions)
+            .where(record_versions.c.id == renamed.id)
+            .order_by(record_versions.c.version)
+        ).all()
+        assert [v.version for v in versions] == [1, 2]
+        assert versions[0].data == {"legal_name": names[0], "seats": 0}
+        assert versions[0].changed_fields == ["legal_name", "seats"]
+        assert versions[1].changed_fields == ["legal_name", "seats"]
+        assert versions[1].system == "crm"
+        assert versions[1].at == renamed.updated_at
+
+        links = conn.execute(select(xref)).all()
+        assert {(link.system, link.external_id) for link in links} == {
+            ("crm", f"001{i:06d}") for i in range(3)
+        }
+        assert {link.canonical_id for link in links} == set(stored)
+
+        intents = {row.idempotency_key: row for row in conn.execute(select(effects))}
+        assert set(intents) == set(outcome.effects)
+        for row in intents.values():
+            assert row.status == "intent"
+            assert row.attempts == 0
+            assert row.request_digest == request_digest(row.request)
+            assert row.request["entity_type"] == "account"
+            assert row.request["id"] in stored
+            assert set(row.request["fields"]) == {"legal_name", "seats"}
+            assert row.created_at == row.updated_at == renamed.updated_at
+            assert row.result is None
+
+        done = conn.execute(select(inbox).where(inbox.c.seq.in_(seqs)).order_by(inbox.c.seq))
+        changes = []
+        for row in done:
+            assert row.status == "done"
+            assert row.error is None
+            assert row.processed_at == renamed.updated_at
+            assert set(row.outcome) == {"effects", "changes"}
+            changes.extend(tuple(c) for c in row.outcome["changes"])
+        assert changes == outcome.changes
+
+        echoes = conn.execute(select(echo_state)).all()
+        erp = {(r.entity_id, r.field): r for r in echoes if r.system == "erp"}
+        assert erp[(renamed.id, "legal_name")].pending_echo == digest("Renamed")
+        crm = {(r.entity_id, r.field): r for r in echoes if r.system == "crm"}
+        assert crm[(renamed.id, "seats")].last_seen == digest(7)
+        assert crm[(renamed.id, "seats")].pending_echo is None
+
+        report = verify(conn)
+        assert report.ok, str(report)
+        logged = entries(conn, limit=100)
+        assert [e.action for e in logged] == ["record.changed"] * 4
+        assert logged[-1].data == {
+            "event": "crm:e-again",
+            "fields": ["legal_name", "seats"],
+            "version": 2,
+        }
+
+    counts = pipeline.run_effects(outcome.effects)
+    assert counts == {"done": 4, "replayed": 0, "dead": 0}
+    with engine.connect() as conn:
+        for row in conn.execute(select(effects)):
+            assert row.status == "done"
+            assert row.external_id
+            assert isinstance(row.result, dict)
+            assert row.updated_at >= row.created_at
+    # a second run finds them done: nothing is sent again
+    assert pipeline.run_effects(outcome.effects) == {"done": 0, "replayed": 4, "dead": 0}
+    # applying the batch again changes nothing and reports what it did the first time
+    again = pipeline.apply_batch(seqs)
+    assert (again.applied, again.skipped) == (0, 4)
+    assert again.changes == outcome.changes
+
+
+def test_put_many_matches_put(engine: Engine) -> None:
+    now = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    with engine.begin() as conn:
+        repo = Records(conn, clock=lambda: now)
+        repo.put("account", "a", {"n": 1, "flag": True}, system="crm", actor="t")
+        items = [
+            PutItem("account", "a", {"n": 1.0, "flag": True}, "crm", "t"),  # 1 -> 1.0 changes
+            PutItem("account", "a", {"n": 1.0, "flag": True}, "crm", "t"),  # no change
+            PutItem("account", "b", {"list": (1, 2)}, "erp", "t", "trace-1"),
+            PutItem(
+                "account",
+                "c",
+                {"s": "x"},
+                "erp",
+                "t",
+                canonical=canonical_json({"s": "x"}),
+            ),
+        ]
+        results = repo.put_many(items)
+        assert [(r.version, r.changed_fields, r.created) for r in results] == [
+            (2, ("n",), False),
+            (2, (), False),
+            (1, ("list",), True),
+            (1, ("s",), True),
+        ]
+        base = repo.get_many([("account", "a")], lock=True)
+        again = repo.put_many([PutItem("account", "a", {"n": 2}, "crm", "t")], base=base)
+        assert [(r.version, r.changed_fields) for r in again] == [(3, ("flag", "n"))]
+    with engine.connect() as conn:
+        repo = Records(conn)
+        b = repo.get("account", "b")
+        assert b is not None
+        assert b.data == {"list": [1, 2]}
+        assert b.digest == content_digest({"list": [1, 2]})
+        assert b.updated_at == now
+        history = repo.history("account", "a")
+        assert [(v.version, v.data, v.changed_fields) for v in history] == [
+            (1, {"flag": True, "n": 1}, ("flag", "n")),
+            (2, {"flag": True, "n": 1.0}, ("n",)),
+            (3, {"n": 2}, ("flag", "n")),
+        ]
+        assert type(history[1].data["n"]) is float
+        assert repo.history("account", "b")[0].trace_id == "trace-1"
+
+
+def test_append_many_chains_like_append(engine: Engine) -> None:
+    at = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+    items: list[tuple[str, str, str, Any]] = [
+        ("accord:crm", "record.changed", 'account/ä"b', {"z": [1, "ü"], "a": None}),
+        ("accord", "dead_letter", "inbox/1", None),
+        ("ünï\\code", "x", "y\n", {"nested": {"b": 1, "a": 2.5}}),
+    ]
+    with engine.begin() as conn:
+        written = append_many(conn, items, at=at)
+    assert [e.seq for e in written] == [1, 2, 3]
+    for entry in written:
+        assert entry.hash == entry.recomputed_hash()
+        assert entry.hash == entry_hash(
+            seq=entry.seq,
+            at=at,
+            actor=entry.actor,
+            action=entry.action,
+            subject=entry.subject,
+            data=entry.data,
+            prev_hash=entry.prev_hash,
+        )
+    assert written[1].data == {}
+    with engine.connect() as conn:
+        assert verify(conn).ok
+        stored = entries(conn)
+    assert stored == written
+
+
+def test_claim_seqs_claims_like_claim_batch(engine: Engine) -> None:
+    with engine.begin() as conn:
+        box = Inbox(conn)
+        for i in range(5):
+            box.accept("crm", f"c-{i}", event_type="t", payload={"i": i})
+    with engine.begin() as conn:
+        first = Inbox(conn).claim_seqs(3, lease=timedelta(seconds=60))
+    with engine.begin() as conn:
+        rest = Inbox(conn).claim_batch(10, lease=timedelta(seconds=60))
+    assert [attempts for _, attempts in first] == [1, 1, 1]
+    assert [seq for seq, _ in first] == sorted(seq for seq, _ in first)
+    assert {seq for seq, _ in first}.isdisjoint(e.seq for e in rest)
+    assert len(rest) == 2
+
+
+def test_db_time_reads_back_through_sqlalchemy(engine: Engine) -> None:
+    at = datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    statement = Prepared(
+        "UPDATE inbox SET processed_at = {p}, outcome = {json} WHERE event_id = {p}"
+    )
+    with engine.begin() as conn:
+        Inbox(conn).accept("crm", "t-1", event_type="t", payload={})
+        statement.run_many(conn, [(db_time(conn, at), '{"a":[1,"b"]}', "t-1")])
+        statement.run_many(conn, [])
+    with engine.connect() as conn:
+        row = conn.execute(select(inbox).where(inbox.c.event_id == "t-1")).one()
+    assert row.processed_at == at
+    assert row.outcome == {"a": [1, "b"]}
+    with pytest.raises(ValueError, match="naive"):
+        with engine.connect() as conn:
+            db_time(conn, datetime(2026, 1, 1))
+
+
+_json_scalars = st.none() | st.booleans() | st.integers() | st.text()
+_json = st.recursive(
+    _json_scalars | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(_json_scalars)
+def test_digest_of_a_scalar_is_the_digest_of_its_json(value: Any) -> None:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError:
+        with pytest.raises(UnicodeEncodeError):
+            digest(value)
+        return
+    assert digest(value) == hashlib.sha256(encoded).hexdigest()
+
+
+@given(st.lists(st.text()))
+def test_json_strings_is_canonical_json(values: list[str]) -> None:
+    assert json_strings(values) == canonical_json(values)
+
+
+@given(
+    st.lists(st.text()),
+    st.lists(st.tuples(st.text(), st.text(), st.integers(min_value=1))),
+)
+def test_outcome_text_is_canonical_json(keys: list[str], changes: list[Any]) -> None:
+    text = _outcome_text(keys, changes)
+    assert text == canonical_json({"effects": keys, "changes": [list(c) for c in changes]})
+
+
+@given(st.dictionaries(st.text(), _json, max_size=4), st.integers(min_value=1))
+def test_request_text_is_what_request_digest_hashes(fields: dict[str, Any], version: int) -> None:
+    request = {"entity_type": "account", "id": "x", "version": version, "fields": fields}
+    text = _request_text(request)
+    assert hashlib.sha256(text.encode()).hexdigest() == request_digest(request)
+    assert json.loads(text) == request
