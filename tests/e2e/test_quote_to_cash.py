@@ -97,6 +97,8 @@ def test_the_duplicate_customer_is_caught_for_sales_ops_and_not_created(
     assert clean["systems"]["salesforce"]["Account"] == 4
     assert clean["systems"]["netsuite"]["customer"] == 3
     assert clean["systems"]["harvest"]["clients"] == 3
+    # each project staffed in the PSA with the people the plan puts on it, once
+    assert clean["systems"]["harvest"]["user_assignments"] == 6
 
 
 def test_every_effect_happened_once_and_nothing_was_dead_lettered(clean: dict[str, Any]) -> None:

@@ -311,6 +311,10 @@ def provision_projects(deal: dict[str, Any], customer: dict[str, Any]) -> dict[s
     )
     c.link(ctx, "account", customer["account"], c.PSA, "clients", str(client.external_id))
     lines = {line.id for line in contract.lines}
+    users = {
+        str(record.data.get("email", "")).casefold(): int(record.id)
+        for record in ctx.psa.read_changes("users", Cursor())[0]
+    }
     projects: dict[str, dict[str, str]] = {}
     for project in sorted(ctx.world.projects.values(), key=lambda p: p.id):
         if project.contract_line not in lines:
@@ -352,6 +356,7 @@ def provision_projects(deal: dict[str, Any], customer: dict[str, Any]) -> dict[s
         )
         c.link(ctx, "project", project.id, c.PSA, "projects", str(psa.external_id))
         c.link(ctx, "project", project.id, c.ERP, "job", str(erp.external_id))
+        staffed = _staff(ctx, project.id, int(str(psa.external_id)), users, trace)
         c.put(
             ctx,
             "project",
@@ -363,6 +368,7 @@ def provision_projects(deal: dict[str, Any], customer: dict[str, Any]) -> dict[s
                 "account": customer["account"],
                 "psa_id": str(psa.external_id),
                 "erp_id": str(erp.external_id),
+                "staff": staffed,
             },
             system=c.PSA,
             trace_id=trace,
@@ -374,6 +380,40 @@ def provision_projects(deal: dict[str, Any], customer: dict[str, Any]) -> dict[s
         "projects": projects,
         "provisioned_at": ctx.clock().isoformat(),
     }
+
+
+def _staff(
+    ctx: c.Q2C, project: str, psa_project: int, users: dict[str, int], trace: str
+) -> list[str]:
+    """Assign the project's people in the PSA: those the contract's staffing plan puts on it.
+
+    Rates stay in Accord's rate cards (Harvest bills the project by project), so
+    an assignment carries the person, not a rate. Returns the people assigned.
+    """
+    staffed: list[str] = []
+    for person in sorted(
+        {entry.person for entry in ctx.world.time_entries if entry.project == project}
+    ):
+        user = users.get(ctx.facts.email(person).casefold())
+        if user is None:
+            continue  # not a PSA user (yet): staffing waits for the person to exist there
+        c.perform(
+            ctx,
+            c.PSA,
+            "assign_person",
+            (project, person),
+            {
+                "object": "user_assignments",
+                "operation": "create",
+                "data": {
+                    "project_id": psa_project,
+                    **harvest_mapping.user_assignment_from_canonical(user, None),
+                },
+            },
+            trace_id=trace,
+        )
+        staffed.append(person)
+    return staffed
 
 
 @c.step(0.2)

@@ -641,7 +641,14 @@ def _system_counts(si: StandIns) -> dict[str, dict[str, int]]:
         "salesforce": {o: len(si.salesforce.records(o)) for o in ("Account", "Opportunity")},
         "harvest": {
             k: len(si.harvest.records(k))
-            for k in ("clients", "projects", "users", "time_entries", "expenses")
+            for k in (
+                "clients",
+                "projects",
+                "user_assignments",
+                "users",
+                "time_entries",
+                "expenses",
+            )
         },
         "stripe": {
             k: len(si.stripe.objects(k))

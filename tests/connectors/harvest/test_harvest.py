@@ -14,6 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -652,3 +653,48 @@ def test_mapping_makes_stamps_sortable_and_asks_from_one_second_before() -> None
         {"work_date": date(2024, 2, 1).isoformat(), "hours": "2.50"}, project_id=1, task_id=2
     )
     assert body == {"project_id": 1, "task_id": 2, "spent_date": "2024-02-01", "hours": 2.5}
+
+
+def test_staffing_a_project_makes_one_assignment_through_a_lost_response(
+    stand_in: HarvestStandIn, connect: Callable[..., HarvestConnector]
+) -> None:
+    stand_in.seed()
+    harvest = connect()
+    project = harvest.write(
+        WriteRequest("project", "create", write_body(stand_in, "projects", 7), "p-7")
+    )
+    user = stand_in.records("users")[0]["id"]
+    body = {
+        "project_id": int(project.external_id),
+        **mapping.user_assignment_from_canonical(user, None),
+    }
+
+    def sleep(seconds: float) -> None:
+        stand_in.faults = Faults()  # the network heals before the retry
+
+    stand_in.faults = Faults(lost_response_rate=1.0)
+    outcome = executor_for(harvest, sleep).execute(create_effect("user_assignments", body, "a-1"))
+    again = harvest.write(WriteRequest("user_assignments", "create", body, "a-1"))
+
+    path = "POST /v2/projects/{id}/user_assignments"
+    assert outcome.replayed and again.replayed  # found by person and project, not made twice
+    assert again.external_id == outcome.external_id
+    assert stand_in.counters[path] == 1
+    mine = [
+        a
+        for a in stand_in.records("user_assignments")
+        if a["project"]["id"] == int(project.external_id) and a["user"]["id"] == user
+    ]
+    assert len(mine) == 1 and mine[0]["use_default_rates"] is True
+    with pytest.raises(InvalidInput, match="project id"):
+        harvest.write(WriteRequest("user_assignments", "create", {"user_id": user}, "a-2"))
+
+
+def test_a_contract_rate_goes_to_harvest_as_an_exact_number() -> None:
+    assert mapping.user_assignment_from_canonical(5, Decimal("172.50")) == {
+        "user_id": 5,
+        "use_default_rates": False,
+        "hourly_rate": 172.5,
+    }
+    with pytest.raises(InvalidInput, match="two decimals"):
+        mapping.user_assignment_from_canonical(5, Decimal("172.505"))

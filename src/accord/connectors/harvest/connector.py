@@ -59,7 +59,7 @@ READABLE: Mapping[str, str] = {
 }
 """Objects read incrementally, with their list paths (relative to ``/v2``)."""
 
-WRITABLE = frozenset({"clients", "projects", "time_entries"})
+WRITABLE = frozenset({"clients", "projects", "time_entries", "user_assignments"})
 """Objects the connector creates and updates."""
 
 _ALIASES = {
@@ -162,13 +162,29 @@ class HarvestConnector(Connector):
 
     def _scan(self, name: str, params: Mapping[str, str | int]) -> Iterator[Any]:
         """Every record of a filtered list, page after page (for look-ups)."""
-        query = {**params, "per_page": _MAX_PER_PAGE}
+        return self._scan_path(READABLE[name], name, params)
+
+    def _scan_path(
+        self, path: str, name: str, params: Mapping[str, str | int] | None = None
+    ) -> Iterator[Any]:
+        query = {**(params or {}), "per_page": _MAX_PER_PAGE}
         token: str | None = None
         while True:
-            rows, token = self._page(READABLE[name], name, query, token, priority=0)
+            rows, token = self._page(path, name, query, token, priority=0)
             yield from rows
             if token is None:
                 return
+
+    @staticmethod
+    def _assigned_project(request: WriteRequest) -> int:
+        project = request.data.get("project_id")
+        if not isinstance(project, int) or isinstance(project, bool):
+            raise InvalidInput(
+                "a user assignment needs the Harvest project id",
+                record="user_assignments",
+                field="project_id",
+            )
+        return project
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -198,6 +214,14 @@ class HarvestConnector(Connector):
             def match(row: Mapping[str, Any]) -> bool:
                 return mapping.has_marker(row.get("notes"), request.idempotency_key)
 
+        elif name == "user_assignments":
+            # Harvest has one assignment per person and project: that pair is its key.
+            project = self._assigned_project(request)
+            for row in self._scan_path(f"/projects/{project}/user_assignments", name):
+                if str((row.get("user") or {}).get("id")) == str(data.get("user_id")):
+                    return EffectOutcome(str(row["id"]), row, replayed=True)
+            return None
+
         else:
             wanted = str(data.get("name", "")).strip().casefold()
 
@@ -217,6 +241,8 @@ class HarvestConnector(Connector):
             if found is not None:
                 return found
             body = self._create_body(name, request)
+            if name == "user_assignments":
+                path = f"/projects/{body.pop('project_id')}/user_assignments"
             response = self.request("POST", path, json=body, priority=request.priority)
         elif request.operation == "update":
             if not request.external_id:
@@ -246,6 +272,8 @@ class HarvestConnector(Connector):
             body["external_reference"] = mapping.external_reference(request.idempotency_key)
         elif name == "projects":
             body["notes"] = mapping.with_marker(body.get("notes"), request.idempotency_key)
+        elif name == "user_assignments":
+            HarvestConnector._assigned_project(request)
         elif not str(body.get("name", "")).strip():
             raise InvalidInput("a Harvest client needs a name", record=name, field="name")
         return body

@@ -141,6 +141,22 @@ def hours_number(text: str | Decimal) -> float:
     return float(value)
 
 
+def rate_number(rate: Decimal) -> float:
+    """An hourly rate as the number Harvest expects; refuses more than two decimals."""
+    if rate != rate.quantize(_HUNDREDTH) or rate < 0:
+        raise InvalidInput(f"a rate must be non-negative with two decimals: {rate}", field="rate")
+    return float(rate)
+
+
+def user_assignment_from_canonical(user_id: int, rate: Decimal | None) -> dict[str, Any]:
+    """A person staffed on a project: at the contract's ``rate`` (Harvest bills the project
+    "by people"), or at the person's default rate when the contract line has none."""
+    body: dict[str, Any] = {"user_id": user_id, "use_default_rates": rate is None}
+    if rate is not None:
+        body["hourly_rate"] = rate_number(rate)
+    return body
+
+
 def money_minor(amount: Any, currency: str) -> int:
     """A Harvest money float as integer minor units of ``currency`` (half-up)."""
     try:
