@@ -41,6 +41,7 @@ check: lint typecheck test
 bench: $(STAMP)
 	$(BIN)/python bench/bench_billing.py
 	$(BIN)/python bench/bench_runtime.py
+	$(BIN)/python bench/bench_runtime_phases.py
 	$(BIN)/python bench/bench_governor.py --quick
 	$(BIN)/python bench/bench_connector_calls.py
 	$(BIN)/python bench/bench_reconcile.py
