@@ -223,6 +223,23 @@ def test_replay_by_sequence_gives_the_suffix_from_that_sequence() -> None:
     assert list(stream.replay(limit=0)) == []
 
 
+def test_the_in_process_stream_keeps_only_its_newest_events() -> None:
+    stream = MemoryStream(max_events=3)
+    changes = [make_change(n) for n in range(1, 6)]
+
+    published = stream.publish_many(changes)
+
+    assert [p.seq for p in published] == [1, 2, 3, 4, 5]  # sequences go on counting
+    assert [seq for seq, _ in stream.replay()] == [3, 4, 5]
+    assert [c for _, c in stream.replay()] == changes[2:]
+    assert [seq for seq, _ in stream.replay(since_seq=1)] == [3, 4, 5]  # from the oldest kept
+    assert [seq for seq, _ in stream.replay(since_seq=4)] == [4, 5]
+    assert list(stream.replay(since_seq=6)) == []
+    assert stream.publish(make_change(6)).seq == 6
+    with pytest.raises(InvalidInput, match="at least 1"):
+        MemoryStream(max_events=0)
+
+
 def test_replay_by_time_starts_at_first_event_stored_at_or_after_it() -> None:
     clock = FakeClock()
     stream = MemoryStream(clock=clock)

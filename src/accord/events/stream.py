@@ -202,6 +202,10 @@ class _Stored:
     built (and validated) when the event is read, not on every publish."""
 
 
+#: Changes the in-process stream keeps (the newest); about 1-2 KB each.
+DEFAULT_MEMORY_EVENTS = 100_000
+
+
 class MemoryStream(EventStream):
     """The stream inside this process: the embedded default and the test fake.
 
@@ -209,6 +213,11 @@ class MemoryStream(EventStream):
     mode refuses exactly what JetStream would and replay exercises the parser.
     ``clock`` is injectable so tests can step through the duplicate window and
     replay by time without sleeping; stored times never go backwards.
+
+    It keeps the newest ``max_events`` (``None``: all), as a JetStream stream
+    with a message limit discards its oldest: a hub that runs for months keeps
+    its memory flat. Sequence numbers go on counting; a replay from a sequence
+    that is no longer kept starts at the oldest one kept.
     """
 
     def __init__(
@@ -217,14 +226,18 @@ class MemoryStream(EventStream):
         instance: str = DEFAULT_INSTANCE,
         duplicate_window: timedelta = DEFAULT_DUPLICATE_WINDOW,
         clock: Callable[[], datetime] = _utc_now,
+        max_events: int | None = DEFAULT_MEMORY_EVENTS,
     ) -> None:
         super().__init__(instance=instance)
         if duplicate_window < timedelta(0):
             raise InvalidInput("must not be negative", field="duplicate_window")
+        if max_events is not None and max_events < 1:
+            raise InvalidInput("must be at least 1, or None for no limit", field="max_events")
         self._window = duplicate_window
         self._clock = clock
         self._lock = threading.Lock()
-        self._events: list[_Stored] = []
+        self._events: deque[_Stored] = deque(maxlen=max_events)
+        self._last_seq = 0
         self._seen: dict[str, _Stored] = {}
         self._expiry: deque[tuple[datetime, str]] = deque()
 
@@ -243,8 +256,9 @@ class MemoryStream(EventStream):
             original = self._seen.get(change.event_id)
             if original is not None:
                 return Published(seq=original.seq, duplicate=True)
-            stored = _Stored(seq=len(self._events) + 1, stored_at=now, change=change)
-            self._events.append(stored)
+            self._last_seq += 1
+            stored = _Stored(seq=self._last_seq, stored_at=now, change=change)
+            self._events.append(stored)  # the oldest goes when the limit is reached
             if self._window:
                 self._seen[change.event_id] = stored
                 self._expiry.append((now, change.event_id))
@@ -263,7 +277,7 @@ class MemoryStream(EventStream):
         with self._lock:
             snapshot = list(self._events)
         if since_seq is not None:
-            start = since_seq - 1
+            start = max(0, since_seq - (snapshot[0].seq if snapshot else 1))
         elif since_time is not None:
             start = bisect.bisect_left(snapshot, since_time, key=lambda s: s.stored_at)
         else:
