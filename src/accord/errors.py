@@ -13,6 +13,8 @@ workflows, the effect executor and the CLI decide the same way::
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "AccordError",
     "InvalidInput",
@@ -35,6 +37,19 @@ class AccordError(Exception):
         self.message = message
         #: Seconds to wait before a retry, when the cause says so (Retry-After).
         self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as it stands, not by calling ``__init__`` again: a workflow engine
+        # records a failed step's error and reads it back on recovery, and many
+        # subclasses take other arguments than the message they pass up.
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+def _rebuild(cls: type[AccordError], args: tuple[Any, ...], state: dict[str, Any]) -> AccordError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class InvalidInput(AccordError):
