@@ -125,6 +125,14 @@ class Refs(Protocol):
         ...
 
 
+def _canonical(refs: Refs, object: str, vendor_id: Any) -> Any:
+    """The canonical id a reference to ``vendor_id`` of ``object`` stands for; the
+    vendor's own value when the hub knows no such record."""
+    if vendor_id is None or vendor_id == "":
+        return vendor_id
+    return refs(object).get(str(vendor_id), vendor_id)
+
+
 Project = Callable[[Mapping[str, Any], Refs], Mapping[str, Any] | None]
 Translate = Callable[[str, str, Mapping[str, Any]], WriteRequest]
 """``(operation, key, canonical fields)`` → the vendor write (``update`` or ``create``)."""
@@ -280,7 +288,7 @@ def _ns_invoice(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | None:
     return {
         "id": key,
         "number": invoice["number"],
-        "account_id": refs("customer").get(customer or "", customer),
+        "account_id": _canonical(refs, "customer", customer),
         "currency": invoice["currency"],
         "net": invoice["net"],
         "tax": invoice["tax"],
@@ -301,7 +309,7 @@ def _ns_payment(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | None:
     customer = payment["account_external_id"]
     return {
         "id": key,
-        "account_id": refs("customer").get(customer or "", customer),
+        "account_id": _canonical(refs, "customer", customer),
         "currency": payment["currency"],
         "amount": payment["amount"],
         "status": payment["status"],
@@ -320,8 +328,8 @@ def _ns_credit_memo(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | N
     invoice = memo["invoice_external_id"]
     return {
         "id": key,
-        "invoice_id": refs("invoice").get(invoice or "", invoice),
-        "account_id": refs("customer").get(customer or "", customer),
+        "invoice_id": _canonical(refs, "invoice", invoice),
+        "account_id": _canonical(refs, "customer", customer),
         "currency": memo["currency"],
         "amount": memo["total"],
         "period": _period(memo["issue_date"]),
@@ -339,7 +347,7 @@ def _ns_project(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | None:
     return {
         "id": key,
         "name": job["name"],
-        "account_id": refs("customer").get(customer or "", customer),
+        "account_id": _canonical(refs, "customer", customer),
         "status": "active" if job["active"] else "closed",
     }
 
@@ -387,7 +395,7 @@ def _stripe_invoice(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | N
     return {
         "id": key,
         "number": invoice["number"],
-        "account_id": refs("customer").get(customer or "", customer),
+        "account_id": _canonical(refs, "customer", customer),
         "currency": invoice["currency"],
         "net": invoice["gross"] - tax,
         "tax": tax,
@@ -418,7 +426,7 @@ def _stripe_payment(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any] | N
     return {
         "id": payment_key(str(invoice["external_id"])),
         "invoice_id": invoice["id"],
-        "account_id": refs("customer").get(customer or "", customer),
+        "account_id": _canonical(refs, "customer", customer),
         "currency": invoice["currency"],
         "amount": invoice["amount_paid"],
         "status": "succeeded",
@@ -438,8 +446,8 @@ def _stripe_credit_note(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any]
     invoice = note["invoice_external_id"]
     return {
         "id": key,
-        "invoice_id": refs("invoice").get(invoice or "", invoice),
-        "account_id": refs("customer").get(customer or "", customer),
+        "invoice_id": _canonical(refs, "invoice", invoice),
+        "account_id": _canonical(refs, "customer", customer),
         "currency": note["currency"],
         "amount": note["amount"],
         "status": note["status"],
@@ -465,7 +473,7 @@ def _stripe_billed_line(row: Mapping[str, Any], refs: Refs) -> Mapping[str, Any]
     customer = row.get("customer")
     return {
         "id": str(source),
-        "account_id": refs("customer").get(str(customer), customer),
+        "account_id": _canonical(refs, "customer", customer),
         "currency": item["currency"],
         "amount": item["amount"],
     }
