@@ -41,7 +41,7 @@ from accord.store import (
 )
 from accord.store.audit import entry_hash
 from accord.store.fast import Prepared, db_time, json_strings
-from accord.store.tables import echo_state, effects, inbox, record_versions, records, xref
+from accord.store.tables import echo_records, effects, inbox, record_versions, records, xref
 
 POLICY = load_policy(
     """
@@ -162,12 +162,9 @@ def test_a_batch_reads_back_as_written(engine: Engine, pipeline: Pipeline) -> No
             changes.extend(tuple(c) for c in row.outcome["changes"])
         assert changes == outcome.changes
 
-        echoes = conn.execute(select(echo_state)).all()
-        erp = {(r.entity_id, r.field): r for r in echoes if r.system == "erp"}
-        assert erp[(renamed.id, "legal_name")].pending_echo == digest("Renamed")
-        crm = {(r.entity_id, r.field): r for r in echoes if r.system == "crm"}
-        assert crm[(renamed.id, "seats")].last_seen == digest(7)
-        assert crm[(renamed.id, "seats")].pending_echo is None
+        echoes = {row.entity_id: row.state for row in conn.execute(select(echo_records))}
+        assert echoes[renamed.id]["erp"]["legal_name"][0] == digest("Renamed")
+        assert echoes[renamed.id]["crm"]["seats"] == [None, digest(7)]
 
         report = verify(conn)
         assert report.ok, str(report)

@@ -99,7 +99,7 @@ def test_migrations_create_the_same_schema_on_sqlite_and_postgresql(
         "exceptions",
         "audit_log",
         "audit_head",
-        "echo_state",
+        "echo_records",
         "quota_usage",
         "quota_state",
         "reconcile_runs",

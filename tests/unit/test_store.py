@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, exc, inspect, select, text, update
@@ -40,6 +41,7 @@ from accord.store import (
     StaleVersion,
     Xref,
     XrefConflict,
+    alembic_config,
     append,
     changed_fields,
     current_revision,
@@ -52,7 +54,7 @@ from accord.store import (
     upgrade,
     verify,
 )
-from accord.store.tables import GENESIS_HASH, audit_head, audit_log
+from accord.store.tables import GENESIS_HASH, audit_head, audit_log, echo_records
 
 T = TypeVar("T")
 
@@ -60,7 +62,7 @@ TABLES = {
     "api_keys",
     "api_idempotency",
     "exception_actions",
-    "echo_state",
+    "echo_records",
     "quota_usage",
     "quota_state",
     "reconcile_runs",
@@ -154,6 +156,52 @@ def test_upgrading_an_up_to_date_database_changes_nothing(engine: Engine) -> Non
     assert record is not None and record.data == {"name": "Acme"}
 
 
+def test_the_echo_memory_moves_to_one_row_per_record_and_back(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        upgrade(engine, "0006")
+        rows = [
+            ("crm", "account", "A1", "legal_name", None, "d1"),
+            ("erp", "account", "A1", "legal_name", "d2", "d2"),
+            ("crm", "account", "A1", "seats", None, "d3"),
+            ("erp", "account", "A2", "domain", "d4", "d5"),
+            ("erp", "account", "A3", "domain", None, None),  # knows nothing: dropped
+        ]
+        with engine.begin() as conn:
+            for row in rows:
+                conn.execute(
+                    text(
+                        "INSERT INTO echo_state (system, entity_type, entity_id, field,"
+                        " pending_echo, last_seen) VALUES (:s, :t, :i, :f, :p, :l)"
+                    ),
+                    dict(zip("stifpl", row, strict=True)),
+                )
+        upgrade(engine)
+        with engine.connect() as conn:
+            moved = {r.entity_id: r.state for r in conn.execute(select(echo_records))}
+        assert moved == {
+            "A1": {
+                "crm": {"legal_name": [None, "d1"], "seats": [None, "d3"]},
+                "erp": {"legal_name": ["d2", "d2"]},
+            },
+            "A2": {"erp": {"domain": ["d4", "d5"]}},
+        }
+        config = alembic_config()
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0006")
+        with engine.connect() as conn:
+            back = conn.execute(
+                text(
+                    "SELECT system, entity_type, entity_id, field, pending_echo, last_seen"
+                    " FROM echo_state"
+                )
+            ).all()
+        assert sorted(tuple(r) for r in back) == sorted(rows[:4])
+    finally:
+        engine.dispose()
+
+
 def test_a_fresh_database_has_no_revision_until_upgraded(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'new.db'}")
     try:
@@ -182,6 +230,8 @@ def test_every_sqlite_connection_runs_in_wal_with_synchronous_normal(
             assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10_000
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -65_536  # 64 MiB
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 10_000
 
 
 def test_wal_mode_is_stored_in_the_file_itself(sqlite_engine: Engine, tmp_path: Path) -> None:

@@ -67,7 +67,7 @@ from accord.store.tables import (
     EffectStatus,
     InboxStatus,
     audit_head,
-    echo_state,
+    echo_records,
     effects,
     inbox,
     record_versions,
@@ -151,57 +151,67 @@ def passthrough(event: InboundEvent) -> Sequence[CanonicalUpsert]:
 
 
 class BulkEcho(EchoMemory):
-    """Echo memory for a batch: loaded in one query, written back in one statement."""
+    """Echo memory for a batch: one row per record, loaded in one query, written
+    back in one statement.
+
+    A record's row holds ``{"system": {"field": [pending_echo, last_seen]}}``; a
+    field Accord knows nothing of (both ``None``) is left out.
+    """
 
     def __init__(self, conn: Connection, keys: Iterable[tuple[str, str]]) -> None:
         self._conn = conn
-        self._state: dict[EchoKey, FieldSync] = {}
-        self._dirty: set[EchoKey] = set()
+        self._state: dict[tuple[str, str], dict[str, dict[str, list[str | None]]]] = {}
+        self._dirty: set[tuple[str, str]] = set()
         wanted = sorted(set(keys))
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             for row in conn.execute(
-                select(echo_state).where(
-                    keys_in((echo_state.c.entity_type, echo_state.c.entity_id), chunk)
-                )
+                select(
+                    echo_records.c.entity_type, echo_records.c.entity_id, echo_records.c.state
+                ).where(keys_in((echo_records.c.entity_type, echo_records.c.entity_id), chunk))
             ):
-                key = EchoKey(row.system, row.entity_type, row.entity_id, row.field)
-                self._state[key] = FieldSync(row.pending_echo, row.last_seen)
+                self._state[(row.entity_type, row.entity_id)] = row.state
 
     def load(self, key: EchoKey) -> FieldSync | None:
-        return self._state.get(key)
+        record = self._state.get((key.entity_type, key.entity_id))
+        if record is None:
+            return None
+        found = record.get(key.system, {}).get(key.field)
+        return None if found is None else FieldSync(found[0], found[1])
 
     def store(self, key: EchoKey, state: FieldSync) -> None:
-        if self._state.get(key) == state:
-            return  # nothing to write back (a key already dirty stays so)
-        self._state[key] = state
-        self._dirty.add(key)
+        record_key = (key.entity_type, key.entity_id)
+        record = self._state.setdefault(record_key, {})
+        fields = record.get(key.system)
+        old = None if fields is None else fields.get(key.field)
+        if state.pending_echo is None and state.last_seen is None:
+            if old is None:
+                return
+            del fields[key.field]  # type: ignore[index]
+            if not fields:
+                del record[key.system]
+        else:
+            new = [state.pending_echo, state.last_seen]
+            if old == new:
+                return  # nothing to write back (a record already dirty stays so)
+            record.setdefault(key.system, {})[key.field] = new
+        self._dirty.add(record_key)
 
     def flush(self) -> None:
         if not self._dirty:
             return
         state = self._state
         rows = [
-            (
-                k.system,
-                k.entity_type,
-                k.entity_id,
-                k.field,
-                state[k].pending_echo,
-                state[k].last_seen,
-            )
-            for k in self._dirty
+            (entity_type, entity_id, canonical_json(state[(entity_type, entity_id)]))
+            for entity_type, entity_id in sorted(self._dirty)
         ]
-        rows.sort(key=lambda row: row[:4])
         _UPSERT_ECHO.run_many(self._conn, rows)
         self._dirty.clear()
 
 
 _UPSERT_ECHO = Prepared(
-    "INSERT INTO echo_state (system, entity_type, entity_id, field, pending_echo, last_seen)"
-    " VALUES ({p}, {p}, {p}, {p}, {p}, {p})"
-    " ON CONFLICT (system, entity_type, entity_id, field)"
-    " DO UPDATE SET pending_echo = excluded.pending_echo, last_seen = excluded.last_seen"
+    "INSERT INTO echo_records (entity_type, entity_id, state) VALUES ({p}, {p}, {json})"
+    " ON CONFLICT (entity_type, entity_id) DO UPDATE SET state = excluded.state"
 )
 _LINK = Prepared(
     "INSERT INTO xref (entity_type, canonical_id, system, external_object, external_id)"

@@ -7,7 +7,8 @@ Two deployments, one schema (see ``docs/store.md``):
   about twenty times the throughput Accord needs, so the file is switched to WAL
   once (the mode is stored in the file itself) and every connection runs with
   ``synchronous=NORMAL`` — durable across a process crash, which is what the
-  workflow engine's recovery relies on — plus a busy timeout so that concurrent
+  workflow engine's recovery relies on — with a larger page cache and less
+  frequent checkpoints than SQLite's defaults, plus a busy timeout so that concurrent
   writers wait for the lock instead of failing at once, and foreign keys on, so
   SQLite enforces what PostgreSQL enforces.
 * **scale-out**: PostgreSQL through psycopg 3, selected only by
@@ -34,8 +35,10 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 __all__ = [
     "BUSY_TIMEOUT_MS",
+    "CACHE_KIB",
     "DATABASE_URL_ENV",
     "MIGRATIONS",
+    "WAL_AUTOCHECKPOINT_PAGES",
     "alembic_config",
     "current_revision",
     "default_url",
@@ -48,6 +51,16 @@ __all__ = [
 DATABASE_URL_ENV = "ACCORD_DATABASE_URL"
 #: How long a SQLite connection waits for another writer before giving up.
 BUSY_TIMEOUT_MS = 10_000
+#: Page cache of each SQLite connection, in KiB (SQLite's default is 2 MiB). A
+#: batch touches the index pages of half a dozen tables with random keys; with
+#: the default cache they are read back from the operating system's cache on
+#: almost every batch. The cache grows only as pages are used.
+CACHE_KIB = 65_536
+#: WAL pages after which a commit checkpoints (SQLite's default is 1,000, about
+#: 4 MB). The pages a batch dirties are mostly the same index pages again, so a
+#: less frequent checkpoint copies each of them once instead of many times:
+#: about a fifth of the apply time at the default. The WAL grows to about 40 MB.
+WAL_AUTOCHECKPOINT_PAGES = 10_000
 #: Where the Alembic environment and revisions ship, inside the package.
 MIGRATIONS = Path(__file__).resolve().with_name("migrations")
 
@@ -108,6 +121,8 @@ def _install_sqlite_pragmas(engine: Engine, *, wal: bool) -> None:
                     cursor.execute("PRAGMA journal_mode=WAL")
                 state["wal_checked"] = True
             cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
             cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:

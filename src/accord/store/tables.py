@@ -51,7 +51,7 @@ __all__ = [
     "audit_head",
     "audit_log",
     "cursors",
-    "echo_state",
+    "echo_records",
     "effects",
     "exceptions",
     "inbox",
@@ -63,7 +63,7 @@ __all__ = [
 
 #: What Accord last wrote to, and last saw in, each system per field: the echo
 #: memory that tells Accord's own writes coming back from real edits.
-#: Defined below the other tables; see :data:`echo_state`.
+#: Defined below the other tables; see :data:`echo_records`.
 
 #: Constraint names are fixed so that migrations can refer to them by name and
 #: both dialects carry the same names.
@@ -316,18 +316,16 @@ cursors = Table(
     PrimaryKeyConstraint("system", "stream"),
 )
 
-#: Echo memory per (system, entity, field): the digest Accord wrote that has not
-#: come back yet, and the digest the system was last seen holding.
-echo_state = Table(
-    "echo_state",
+#: Echo memory, one row per canonical record: for each system and field, the
+#: digest Accord wrote that has not come back yet and the digest the system was
+#: last seen holding, as ``{"system": {"field": [pending_echo, last_seen]}}``.
+#: One row per record rather than per field: a batch reads and writes the echo
+#: memory of its records in one indexed row each.
+echo_records = Table(
+    "echo_records",
     metadata,
-    Column("system", String(), nullable=False),
     Column("entity_type", String(), nullable=False),
     Column("entity_id", String(), nullable=False),
-    Column("field", String(), nullable=False),
-    Column("pending_echo", String(64), nullable=True),
-    Column("last_seen", String(64), nullable=True),
-    PrimaryKeyConstraint("system", "entity_type", "entity_id", "field"),
-    # a batch loads the echo state of its records across every system
-    Index(None, "entity_type", "entity_id"),
+    Column("state", JSON(), nullable=False),
+    PrimaryKeyConstraint("entity_type", "entity_id"),
 )
