@@ -99,6 +99,7 @@ class Hub:
             if callable(close):
                 close()
         self.stream.close()
+        self.pipeline.close()
         self.engine.dispose()
 
     def __enter__(self) -> Hub:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
+from accord.errors import InvalidInput
 from accord.ownership import load_policy
 from accord.ownership.decide import digest
 from accord.runtime.effects import EffectExecutor, request_digest
@@ -29,6 +31,7 @@ from accord.runtime.pipeline import Pipeline, Route, SqlLedger, _outcome_text, _
 from accord.sandbox.recorder import RecorderServer
 from accord.store import (
     Inbox,
+    InboxIntake,
     PutItem,
     Records,
     append_many,
@@ -338,3 +341,102 @@ def test_request_text_is_what_request_digest_hashes(fields: dict[str, Any], vers
     text = _request_text(request)
     assert hashlib.sha256(text.encode()).hexdigest() == request_digest(request)
     assert json.loads(text) == request
+
+
+# -- intake on embedded SQLite -------------------------------------------------------
+
+
+def _sqlite_engine(tmp_path: Path) -> Engine:
+    engine = make_engine(f"sqlite:///{tmp_path / 'intake.db'}")
+    upgrade(engine)
+    return engine
+
+
+def test_intake_holds_its_own_connection_only_on_a_sqlite_file(tmp_path: Path) -> None:
+    engine = _sqlite_engine(tmp_path)
+    memory = make_engine("sqlite://")
+    try:
+        assert isinstance(InboxIntake.for_engine(engine), InboxIntake)
+        assert InboxIntake.for_engine(memory) is None
+        assert InboxIntake.for_engine(make_engine("postgresql://u@127.0.0.1/x")) is None
+    finally:
+        engine.dispose()
+        memory.dispose()
+
+
+def test_intake_stores_the_row_the_engine_path_stores_and_commits_it(
+    tmp_path: Path,
+) -> None:
+    engine = _sqlite_engine(tmp_path)
+    intake = InboxIntake.for_engine(engine)
+    assert intake is not None
+    payload = {"b": 2, "a": ["Ünï", 1.5], "fields": {"x": None}}
+    try:
+        before = datetime.now(UTC)
+        assert intake.accept("crm", "e-1", event_type="t", payload=payload, trace_id="tr-1")
+        assert not intake.accept("crm", "e-1", event_type="t", payload=payload)  # redelivery
+        with engine.begin() as conn:
+            assert Inbox(conn).accept(
+                "crm", "e-2", event_type="t", payload=payload, trace_id="tr-1"
+            )
+        # read back by a connection of its own: committed, not merely in intake's transaction
+        with engine.connect() as conn:
+            fast, core = conn.execute(select(inbox).order_by(inbox.c.seq)).all()
+        assert fast.status == core.status == "pending"
+        assert fast.payload == core.payload == payload
+        assert fast.trace_id == core.trace_id == "tr-1"
+        assert fast.attempts == core.attempts == 0
+        assert before <= fast.received_at <= core.received_at <= datetime.now(UTC)
+        assert fast.seq < core.seq
+    finally:
+        intake.close()
+        engine.dispose()
+
+
+def test_intake_refuses_bad_input_and_keeps_working(tmp_path: Path) -> None:
+    engine = _sqlite_engine(tmp_path)
+    intake = InboxIntake.for_engine(engine)
+    assert intake is not None
+    try:
+        with pytest.raises(InvalidInput, match="JSON object"):
+            intake.accept("crm", "bad-1", event_type="t", payload=["not", "an", "object"])  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match="not a JSON document"):
+            intake.accept("crm", "bad-2", event_type="t", payload={"x": float("nan")})
+        with pytest.raises(Exception, match="NOT NULL"):
+            intake.accept("crm", "bad-3", event_type=None, payload={})  # type: ignore[arg-type]
+        assert intake.accept("crm", "good", event_type="t", payload={})
+        intake.close()
+        assert intake.accept("crm", "after-close", event_type="t", payload={})
+        with engine.connect() as conn:
+            stored = [row.event_id for row in conn.execute(select(inbox).order_by(inbox.c.seq))]
+        assert stored == ["good", "after-close"]
+    finally:
+        intake.close()
+        engine.dispose()
+
+
+def test_concurrent_deliveries_of_one_event_are_accepted_once(tmp_path: Path) -> None:
+    engine = _sqlite_engine(tmp_path)
+    intake = InboxIntake.for_engine(engine)
+    assert intake is not None
+    barrier = threading.Barrier(8)
+    answers: list[bool] = []
+
+    def deliver(i: int) -> None:
+        barrier.wait(timeout=10)
+        for n in range(50):
+            answers.append(intake.accept("crm", f"e-{n}", event_type="t", payload={"by": i}))
+
+    threads = [threading.Thread(target=deliver, args=(i,)) for i in range(8)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert answers.count(True) == 50
+        assert len(answers) == 400
+        with engine.connect() as conn:
+            assert len(conn.execute(select(inbox)).all()) == 50
+    finally:
+        intake.close()
+        engine.dispose()

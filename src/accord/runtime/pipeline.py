@@ -55,6 +55,7 @@ from accord.store import (
     Effects,
     Exceptions,
     Inbox,
+    InboxIntake,
     PutItem,
     Records,
     append,
@@ -185,9 +186,9 @@ class BulkEcho(EchoMemory):
         fields = record.get(key.system)
         old = None if fields is None else fields.get(key.field)
         if state.pending_echo is None and state.last_seen is None:
-            if old is None:
+            if fields is None or old is None:
                 return
-            del fields[key.field]  # type: ignore[index]
+            del fields[key.field]
             if not fields:
                 del record[key.system]
         else:
@@ -375,6 +376,7 @@ class Pipeline:
         self.actor = actor
         #: Batches that had to be applied one event at a time (a health signal).
         self.fallbacks = 0
+        self._intake = InboxIntake.for_engine(engine)
 
     # -- intake -----------------------------------------------------------------
 
@@ -386,7 +388,14 @@ class Pipeline:
         payload: Mapping[str, Any],
         trace_id: str | None = None,
     ) -> bool:
-        """Store an inbound event once; ``False`` means a redelivery, acknowledged."""
+        """Store an inbound event once; ``False`` means a redelivery, acknowledged.
+
+        Committed when it returns: the caller may acknowledge the delivery.
+        """
+        if self._intake is not None:
+            return self._intake.accept(
+                system, event_id, event_type=event_type, payload=payload, trace_id=trace_id
+            )
         with self.engine.begin() as conn:
             return Inbox(conn).accept(
                 system, event_id, event_type=event_type, payload=dict(payload), trace_id=trace_id
@@ -399,6 +408,11 @@ class Pipeline:
             with self.engine.begin() as conn:
                 accepted += Inbox(conn).accept_many(events[start : start + chunk])
         return accepted
+
+    def close(self) -> None:
+        """Give back the connection intake holds (it is taken again on the next event)."""
+        if self._intake is not None:
+            self._intake.close()
 
     def claim(self, limit: int, lease: timedelta) -> list[tuple[int, int]]:
         """Claim due events under a lease; returns (seq, attempt) pairs."""

@@ -68,21 +68,42 @@ class _State:
 
     def create(self, key: str, body: str) -> tuple[int, dict[str, Any]]:
         with self._lock:
-            row = self._db.execute("SELECT id, body FROM objects WHERE key = ?", (key,)).fetchone()
-            if row is not None:
-                if row[1] != body:
-                    return 409, {
-                        "error": {
-                            "type": "idempotency_error",
-                            "message": "key reused with another body",
-                        }
+            return self._create(key, body)
+
+    def create_many(self, items: list[tuple[str, str]]) -> list[tuple[int, dict[str, Any]]]:
+        """Many creates and their write counts in one transaction, as a vendor's
+        collection endpoint applies a batch."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                answers = [self._create(key, body) for key, body in items]
+                self._db.execute(
+                    "INSERT INTO requests VALUES ('write', ?)"
+                    " ON CONFLICT(kind) DO UPDATE SET n = n + excluded.n",
+                    (len(items),),
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return answers
+
+    def _create(self, key: str, body: str) -> tuple[int, dict[str, Any]]:
+        row = self._db.execute("SELECT id, body FROM objects WHERE key = ?", (key,)).fetchone()
+        if row is not None:
+            if row[1] != body:
+                return 409, {
+                    "error": {
+                        "type": "idempotency_error",
+                        "message": "key reused with another body",
                     }
-                return 200, {"id": f"obj_{row[0]}", "idempotency_key": key, "replayed": True}
-            cur = self._db.execute(
-                "INSERT INTO objects (key, digest, body, created) VALUES (?, '', ?, ?)",
-                (key, body, time.time()),
-            )
-            return 200, {"id": f"obj_{cur.lastrowid}", "idempotency_key": key}
+                }
+            return 200, {"id": f"obj_{row[0]}", "idempotency_key": key, "replayed": True}
+        cur = self._db.execute(
+            "INSERT INTO objects (key, digest, body, created) VALUES (?, '', ?, ?)",
+            (key, body, time.time()),
+        )
+        return 200, {"id": f"obj_{cur.lastrowid}", "idempotency_key": key}
 
     def find(self, key: str) -> dict[str, Any] | None:
         with self._lock:
@@ -159,12 +180,16 @@ class RecorderServer:
                     )
                     return
                 items = json.loads(body or "{}").get("items", [])
-                results = []
-                for item in items:
-                    server._state.count("write")
-                    text = json.dumps(item.get("body"), sort_keys=True)
-                    status, answer = server._state.create(str(item["idempotency_key"]), text)
-                    results.append(answer if status == 200 else {"error": answer["error"]})
+                answers = server._state.create_many(
+                    [
+                        (str(item["idempotency_key"]), json.dumps(item.get("body"), sort_keys=True))
+                        for item in items
+                    ]
+                )
+                results = [
+                    answer if status == 200 else {"error": answer["error"]}
+                    for status, answer in answers
+                ]
                 if server._roll() < server.faults.lost_response_rate:
                     self.close_connection = True
                     self.connection.shutdown(2)

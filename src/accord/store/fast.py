@@ -73,11 +73,14 @@ class Prepared:
 
     def text(self, conn: Connection) -> str:
         """The statement for ``conn``'s dialect."""
-        name = conn.dialect.name
+        return self.text_for(conn.dialect.name)
+
+    def text_for(self, dialect: str) -> str:
+        """The statement for the dialect named ``dialect`` (``sqlite``, ``postgresql``)."""
         try:
-            return self._texts[name]
+            return self._texts[dialect]
         except KeyError:
-            raise _unsupported(name) from None
+            raise _unsupported(dialect) from None
 
     def run(self, conn: Connection, params: tuple[Any, ...]) -> CursorResult[Any]:
         """Execute once with ``params``, in the caller's transaction."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -35,6 +36,7 @@ from typing import Any
 
 from sqlalchemy import (
     Connection,
+    Engine,
     Row,
     Table,
     Update,
@@ -52,7 +54,7 @@ from accord.domain.ids import new_id
 from accord.domain.lifecycle import Lifecycle
 from accord.errors import InvalidInput, RuleViolation, TransientError
 from accord.store.audit import canonical_json, content_digest, json_document
-from accord.store.fast import Prepared, db_time, json_strings
+from accord.store.fast import SQLITE_DATETIME, Prepared, db_time, json_strings
 from accord.store.tables import (
     EffectStatus,
     ExceptionState,
@@ -79,6 +81,7 @@ __all__ = [
     "Exceptions",
     "IdempotencyConflict",
     "Inbox",
+    "InboxIntake",
     "InboxEvent",
     "NotFound",
     "PutResult",
@@ -757,6 +760,89 @@ _ACCEPT = Prepared(
     " trace_id) VALUES ({p}, {p}, {p}, {p}, {json}, {p}, 0, {p})"
     " ON CONFLICT (system, event_id) DO NOTHING RETURNING seq"
 )
+
+
+class InboxIntake:
+    """The intake of one process on embedded SQLite: one held connection, one statement.
+
+    :meth:`Inbox.accept` inside ``engine.begin()`` spends more on checking a
+    connection out of the pool and on SQLAlchemy's transaction and result
+    objects than SQLite spends storing the row. SQLite takes one writer at a
+    time anyway, so intake holds one driver connection, sends the prepared
+    insert and commits under a lock: the same row, the same durability
+    (committed before :meth:`accept` returns), about half the CPU per event.
+
+    Only for a SQLite file: :meth:`for_engine` gives ``None`` for PostgreSQL,
+    where concurrent requests should use the pool, and for an in-memory
+    database, whose connections cannot be shared between threads.
+    """
+
+    def __init__(self, engine: Engine, clock: Callable[[], datetime] = utc_now) -> None:
+        self._engine = engine
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._raw: Any = None
+        self._sql = _ACCEPT.text_for("sqlite")
+
+    @classmethod
+    def for_engine(cls, engine: Engine) -> InboxIntake | None:
+        url = engine.url
+        if url.get_backend_name() != "sqlite":
+            return None
+        database = url.database or ""
+        if database in ("", ":memory:") or "mode=memory" in database:
+            return None
+        return cls(engine)
+
+    def accept(
+        self,
+        system: str,
+        event_id: str,
+        *,
+        event_type: str,
+        payload: Mapping[str, Any],
+        trace_id: str | None = None,
+    ) -> bool:
+        """As :meth:`Inbox.accept`, committed when it returns."""
+        if not isinstance(payload, Mapping):
+            raise InvalidInput(f"expected a JSON object, got {type(payload).__name__}")
+        received = _require_aware(self._clock())
+        params = (
+            system,
+            event_id,
+            received.strftime(SQLITE_DATETIME),
+            event_type,
+            canonical_json(payload),
+            InboxStatus.PENDING.value,
+            trace_id,
+        )
+        with self._lock:
+            if self._raw is None:
+                self._raw = self._engine.raw_connection()
+            driver = self._raw.driver_connection
+            try:
+                new = driver.execute(self._sql, params).fetchone() is not None
+                driver.commit()
+            except BaseException:
+                self._discard()
+                raise
+        return new
+
+    def _discard(self) -> None:
+        raw, self._raw = self._raw, None
+        if raw is None:
+            return
+        try:
+            raw.driver_connection.rollback()
+        finally:
+            raw.invalidate()
+
+    def close(self) -> None:
+        """Give the connection back to the pool (the next accept takes it again)."""
+        with self._lock:
+            raw, self._raw = self._raw, None
+            if raw is not None:
+                raw.close()
 
 
 class Inbox:
