@@ -27,7 +27,14 @@ from accord.ownership import load_policy
 from accord.ownership.decide import digest
 from accord.runtime.effects import EffectExecutor, request_digest
 from accord.runtime.http_vendor import IdempotentHttpVendor
-from accord.runtime.pipeline import Pipeline, Route, SqlLedger, _outcome_text, _request_text
+from accord.runtime.pipeline import (
+    Pipeline,
+    Route,
+    SqlLedger,
+    _outcome_text,
+    _request_text,
+    passthrough,
+)
 from accord.sandbox.recorder import RecorderServer
 from accord.store import (
     Inbox,
@@ -439,4 +446,64 @@ def test_concurrent_deliveries_of_one_event_are_accepted_once(tmp_path: Path) ->
             assert len(conn.execute(select(inbox)).all()) == 50
     finally:
         intake.close()
+        engine.dispose()
+
+
+# -- canonical ids -------------------------------------------------------------------
+
+
+def test_new_records_get_ids_that_sort_by_creation_time(engine: Engine, pipeline: Pipeline) -> None:
+    for i in range(3):
+        pipeline.ingest("crm", f"order-{i}", "account.updated", _event(10 + i, f"N{i}"))
+    with engine.begin() as conn:
+        seqs = [seq for seq, _ in Inbox(conn).claim_seqs(10, lease=timedelta(seconds=30))]
+    pipeline.apply_batch(sorted(seqs))
+    with engine.connect() as conn:
+        links = conn.execute(select(xref).order_by(xref.c.external_id)).all()
+    ids = [link.canonical_id for link in links]
+    assert len(ids) == 3 and len(set(ids)) == 3
+    assert all(len(cid) == 26 for cid in ids)  # ULIDs
+    assert ids[0][:10] <= ids[1][:10] <= ids[2][:10]  # the 48-bit time part
+
+
+def test_two_workers_meeting_one_new_external_key_make_one_record(postgres_url: str) -> None:
+    """Both map an event about the same new account at the same moment (a barrier
+    inside the mapping): one links its id, the other finds that link and applies
+    on top of the same record."""
+    engine = make_engine(postgres_url)
+    upgrade(engine)
+    barrier = threading.Barrier(2)
+
+    def mapping(event: Any) -> Any:
+        barrier.wait(timeout=10)
+        return passthrough(event)
+
+    executor = EffectExecutor(SqlLedger(engine), {})
+    first, second = (
+        Pipeline(engine, POLICY, executor, handlers={"crm": mapping}) for _ in range(2)
+    )
+    first.ingest("crm", "race-1", "account.updated", _event(77, "First", seats=1))
+    first.ingest("crm", "race-2", "account.updated", _event(77, "First", seats=2))
+    with engine.begin() as conn:
+        seqs = sorted(seq for seq, _ in Inbox(conn).claim_seqs(10, lease=timedelta(seconds=30)))
+    outcomes: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda p=p, s=s: outcomes.append(p.apply_batch([s])))
+        for p, s in zip((first, second), seqs, strict=True)
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert sum(outcome.applied for outcome in outcomes) == 2
+        with engine.connect() as conn:
+            links = conn.execute(select(xref)).all()
+            stored = conn.execute(select(records)).all()
+            versions = conn.execute(select(record_versions)).all()
+        assert len(links) == 1
+        assert [(r.id, r.version) for r in stored] == [(links[0].canonical_id, 2)]
+        assert sorted(v.version for v in versions) == [1, 2]
+        assert {v.id for v in versions} == {links[0].canonical_id}
+    finally:
         engine.dispose()
