@@ -193,6 +193,10 @@ def _plain(value: object) -> object:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
+#: Checks that a change's data could go over the wire (built once, not per event).
+_WIRE_CHECK = json.JSONEncoder(allow_nan=False, default=_plain)
+
+
 @dataclass(frozen=True, slots=True)
 class _Stored:
     seq: int
@@ -243,7 +247,7 @@ class MemoryStream(EventStream):
 
     def publish(self, change: CanonicalChange) -> Published:
         try:  # refuse what could never be read back, as the wire would
-            json.dumps(change.data, allow_nan=False, default=_plain)
+            _WIRE_CHECK.encode(change.data)
         except (TypeError, ValueError) as exc:
             raise InvalidInput(
                 f"holds a value JSON cannot carry ({exc})", record="event", field="data.record"

@@ -39,10 +39,14 @@ __all__ = [
 LedgerStatus = Literal["intent", "done", "failed", "doubt"]
 
 
+#: The JSON form a request is recorded and digested in (built once: ``json.dumps``
+#: with options builds an encoder per call).
+REQUEST_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def request_digest(request: Mapping[str, Any]) -> str:
     """A stable digest of a request body (canonical JSON, sorted keys)."""
-    text = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(REQUEST_JSON.encode(request).encode()).hexdigest()
 
 
 def effect_key(system: str, operation: str, *canonical_ids: str) -> str:

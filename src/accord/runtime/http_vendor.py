@@ -14,6 +14,9 @@ from accord.tracing import TracingTransport
 
 __all__ = ["IdempotentHttpVendor"]
 
+#: How request bodies are written (built once; ``json.dumps`` with options builds one per call).
+_BODY_JSON = json.JSONEncoder(sort_keys=True, default=str)
+
 
 class IdempotentHttpVendor(Vendor):
     """Creates objects with ``POST`` + ``Idempotency-Key``; finds them again by key.
@@ -51,7 +54,7 @@ class IdempotentHttpVendor(Vendor):
         return InvalidInput(f"{response.status_code}: {text}", record=str(response.url))
 
     def perform(self, effect: Effect) -> EffectOutcome:
-        body = json.dumps(dict(effect.request), sort_keys=True, default=str)
+        body = _BODY_JSON.encode(dict(effect.request))
         try:
             response = self._client.post(
                 self._path,
@@ -73,7 +76,7 @@ class IdempotentHttpVendor(Vendor):
         try:
             response = self._client.post(
                 f"{self._path}/batch",
-                content=json.dumps({"items": items}, sort_keys=True, default=str),
+                content=_BODY_JSON.encode({"items": items}),
                 headers={"Content-Type": "application/json"},
             )
         except httpx.TransportError as exc:

@@ -18,7 +18,6 @@ blocks the other events of its batch.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from accord.ownership import (
     record_outbound,
 )
 from accord.runtime.effects import (
+    REQUEST_JSON,
     Effect,
     EffectExecutor,
     EffectFailed,
@@ -61,7 +61,7 @@ from accord.store import (
     append,
     append_many,
 )
-from accord.store.audit import canonical_json
+from accord.store.audit import CanonicalText, canonical_json
 from accord.store.fast import Prepared, db_time, json_strings
 from accord.store.repo import keys_in, utc_now
 from accord.store.tables import (
@@ -244,12 +244,21 @@ def _outcome_text(effect_keys: Sequence[str], changes: Sequence[tuple[str, str, 
     return f'{{"changes":[{listed}],"effects":{json_strings(effect_keys)}}}'
 
 
+def _change_text(event: str, fields: Sequence[str], version: int) -> CanonicalText:
+    """The audit data of a record change, ``{"event", "fields", "version"}``, as
+    canonical JSON written out (one per change in a batch)."""
+    return CanonicalText(
+        f'{{"event":{json_strings((event,))[1:-1]},"fields":{json_strings(fields)},'
+        f'"version":{int(version)}}}'
+    )
+
+
 def _request_text(request: Mapping[str, Any]) -> str:
     """The JSON text :func:`~accord.runtime.effects.request_digest` hashes.
 
     Stored as the intent's request, so the request is serialised once for both.
     """
-    return json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
+    return REQUEST_JSON.encode(request)
 
 
 def _dead_letter(
@@ -512,7 +521,7 @@ class Pipeline:
             echo = BulkEcho(conn, keys)
             puts: list[PutItem] = []
             expected: list[int] = []
-            audit: list[tuple[str, str, str, Mapping[str, Any] | None]] = []
+            audit: list[tuple[str, str, str, Mapping[str, Any] | CanonicalText | None]] = []
             intents: list[tuple[Any, ...]] = []
             outcomes: list[tuple[Any, ...]] = []
             exceptions = Exceptions(conn)
@@ -560,6 +569,7 @@ class Pipeline:
                             self.actor,
                             event.trace_id,
                             canonical=text,
+                            digest=data_digest,
                         )
                     )
                     expected.append(version[key])
@@ -569,11 +579,9 @@ class Pipeline:
                             f"{self.actor}:{event.system}",
                             "record.changed",
                             f"{upsert.entity_type}/{cid}",
-                            {
-                                "version": version[key],
-                                "fields": sorted(changes),
-                                "event": f"{event.system}:{event.event_id}",
-                            },
+                            _change_text(
+                                f"{event.system}:{event.event_id}", sorted(changes), version[key]
+                            ),
                         )
                     )
                     for route in self.routes.get(upsert.entity_type, ()):
@@ -620,7 +628,7 @@ class Pipeline:
             written = Records(conn, clock=lambda: now).put_many(puts, base=stored)
             if [w.version for w in written] != expected:
                 raise RuleViolation("records changed while the batch was applied")
-            append_many(conn, audit, at=now)
+            append_many(conn, audit, at=now, keep_entries=False)
             echo.flush()
             _INTEND.run_many(conn, intents)
             _MARK_DONE.run_many(conn, outcomes)

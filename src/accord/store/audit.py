@@ -39,6 +39,7 @@ __all__ = [
     "append_many",
     "AuditReport",
     "append",
+    "CanonicalText",
     "canonical_json",
     "content_digest",
     "entries",
@@ -55,6 +56,14 @@ _encode_string: Callable[[str], str] = json.encoder.encode_basestring
 _MAX_RENUMBER_SEARCH = 100_000
 
 
+#: The encoder of :func:`canonical_json`, built once: ``json.dumps`` with any
+#: non-default option builds a new encoder on every call, which costs more than
+#: encoding a small document.
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+
+
 def canonical_json(value: Any) -> str:
     """One text per JSON value: sorted keys, no spaces, UTF-8, no NaN.
 
@@ -63,9 +72,7 @@ def canonical_json(value: Any) -> str:
     set, a float NaN) is refused instead of being turned into some string.
     """
     try:
-        return json.dumps(
-            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
+        return _CANONICAL.encode(value)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"not a JSON document: {exc}") from None
 
@@ -253,6 +260,16 @@ _INSERT_ENTRY = Prepared(
 )
 
 
+class CanonicalText(str):
+    """A JSON object already written as :func:`canonical_json` writes it.
+
+    A caller that builds a small document's text itself (a batch writing one
+    entry per change) passes it as this, and it is hashed and stored as it is.
+    """
+
+    __slots__ = ()
+
+
 def _string(value: str) -> str:
     """``value`` as :func:`canonical_json` writes a string."""
     if not isinstance(value, str):
@@ -262,15 +279,18 @@ def _string(value: str) -> str:
 
 def append_many(
     conn: Connection,
-    items: Sequence[tuple[str, str, str, Mapping[str, Any] | None]],
+    items: Sequence[tuple[str, str, str, Mapping[str, Any] | CanonicalText | None]],
     *,
     at: datetime | None = None,
+    keep_entries: bool = True,
 ) -> list[AuditEntry]:
     """Append ``(actor, action, subject, data)`` entries in order, in a few statements.
 
     The chain is the same as appending them one by one: the anchor is moved by
     the number of entries first (taking the lock), then each hash links to the
-    one before.
+    one before. ``data`` may be given already serialised, as
+    :class:`CanonicalText`. With ``keep_entries=False`` nothing is built to return
+    (a batch that only appends).
     """
     if not items:
         return []
@@ -294,12 +314,15 @@ def append_many(
     rows: list[tuple[Any, ...]] = []
     for actor, action, subject, data in items:
         seq += 1
-        if data is None:
-            data = {}
+        if isinstance(data, CanonicalText):
+            text = str(data)
+        elif data is None:
+            text = "{}"
         elif not isinstance(data, Mapping):
             raise InvalidInput(f"expected a JSON object, got {type(data).__name__}")
-        # the canonical text is hashed and stored: serialised once per entry
-        text = canonical_json(data)
+        else:
+            # the canonical text is hashed and stored: serialised once per entry
+            text = canonical_json(data)
         # what entry_hash() hashes, written out: canonical JSON, keys in order
         material = (
             f'{{"action":{_string(action)},"actor":{_string(actor)},"at":{at_text},'
@@ -307,8 +330,11 @@ def append_many(
             f'"subject":{_string(subject)}}}'
         )
         digest = hashlib.sha256(material.encode()).hexdigest()
-        document = json.loads(text)
-        written.append(AuditEntry(seq, when, actor, action, subject, document, prev_hash, digest))
+        if keep_entries:
+            document = json.loads(text)
+            written.append(
+                AuditEntry(seq, when, actor, action, subject, document, prev_hash, digest)
+            )
         rows.append((seq, stored_at, actor, action, subject, text, prev_hash, digest))
         prev_hash = digest
     _INSERT_ENTRY.run_many(conn, rows)

@@ -278,6 +278,8 @@ class PutItem:
     #: :func:`~accord.store.audit.canonical_json` of ``data``, when the caller
     #: already has it (it is then stored as it is, and ``data`` is taken as is).
     canonical: str | None = None
+    #: SHA-256 (hex) of ``canonical``, when the caller already took it.
+    digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,10 +471,11 @@ class Records:
             if item.canonical is not None:
                 text = item.canonical
                 document = item.data if isinstance(item.data, dict) else dict(item.data)
+                digest = item.digest or hashlib.sha256(text.encode()).hexdigest()
             else:
                 document = json_document(item.data)
                 text = canonical_json(document)
-            digest = hashlib.sha256(text.encode()).hexdigest()
+                digest = hashlib.sha256(text.encode()).hexdigest()
             before = current.get(key)
             if before is not None and before.digest == digest:
                 results.append(PutResult(before.version, (), created=False))
