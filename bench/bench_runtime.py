@@ -296,6 +296,8 @@ def ledger_figures(engine: Engine) -> dict[str, Any]:
 def _runtime_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "batch_size": args.batch_size,
+        "max_batch_size": args.max_batch_size
+        or RuntimeSettings(batch_size=args.batch_size).largest_batch,
         "batch_wait_ms": args.batch_wait_ms,
         "concurrency": args.concurrency,
     }
@@ -480,6 +482,7 @@ accord: 1
 database_url: "{database_url}"
 runtime:
   batch_size: {runtime["batch_size"]}
+  max_batch_size: {runtime["max_batch_size"]}
   batch_wait_ms: {runtime["batch_wait_ms"]}
   concurrency: {runtime["concurrency"]}
 systems:
@@ -861,6 +864,7 @@ def report(f: dict[str, Any]) -> str:
     out = [
         f"runtime benchmark (Python {f['python']}, {f['cpus']} CPUs; embedded parts pinned to"
         f" CPU {f['pinned_cpu']}; runtime batch_size {rt['batch_size']},"
+        f" max_batch_size {rt['max_batch_size']},"
         f" batch_wait_ms {rt['batch_wait_ms']}, concurrency {rt['concurrency']})",
         "  machine busy with other work just before each part (share of all CPUs, 1 s sample): "
         + ", ".join(
@@ -989,6 +993,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="route time entries to the ERP, so the backfill also performs one effect each",
     )
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=None,
+        help="how far a batch grows during a backlog (default: the runtime's)",
+    )
     parser.add_argument("--batch-wait-ms", type=int, default=defaults.batch_wait_ms)
     parser.add_argument("--concurrency", type=int, default=defaults.concurrency)
     parser.add_argument(

@@ -53,9 +53,20 @@ class RetrySettings(_Strict):
     maximum_attempts: int = Field(6, ge=1)
 
 
+#: How far a batch grows during a backlog unless ``runtime.max_batch_size`` says.
+DEFAULT_MAX_BATCH = 1_000
+
+
 class RuntimeSettings(_Strict):
     batch_size: int = Field(100, ge=1, le=10_000)
     """Inbox events per workflow: one checkpointed workflow per micro-batch."""
+    max_batch_size: int | None = Field(None, ge=1, le=10_000)
+    """How far a batch may grow while a backlog lasts (default: 1,000, or
+    ``batch_size`` if that is larger). Each batch that comes back full doubles
+    the next one, up to this; the first that does not resets it to
+    ``batch_size``. Bigger batches share a workflow's fixed cost among more
+    events, so a backlog (a burst, a backfill) is worked off faster, while
+    events arriving one by one still go in small, quick batches."""
     batch_wait_ms: int = Field(20, ge=0, le=10_000)
     """How long a batch may fill before it is dispatched."""
     concurrency: int = Field(1, ge=1, le=256)
@@ -63,6 +74,22 @@ class RuntimeSettings(_Strict):
     lease_seconds: float = Field(30.0, gt=0)
     """How long a claimed event is held before another worker may take it over."""
     retry: RetrySettings = RetrySettings()
+
+    @model_validator(mode="after")
+    def _batch_bounds(self) -> RuntimeSettings:
+        if self.max_batch_size is not None and self.max_batch_size < self.batch_size:
+            raise ValueError(
+                f"max_batch_size ({self.max_batch_size}) must be at least "
+                f"batch_size ({self.batch_size})"
+            )
+        return self
+
+    @property
+    def largest_batch(self) -> int:
+        """The size a batch may grow to while a backlog lasts."""
+        if self.max_batch_size is None:
+            return max(DEFAULT_MAX_BATCH, self.batch_size)
+        return self.max_batch_size
 
 
 class SystemConfig(_Strict):

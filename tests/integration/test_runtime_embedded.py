@@ -249,3 +249,49 @@ def test_a_batch_that_fails_is_applied_event_by_event_isolating_the_bad_one(
     assert (outcome.applied, outcome.dead) == (2, 1)
     (letter,) = dead_letters(hub.engine, include_workflows=False)
     assert letter.context["event_id"] == "bad"
+
+
+def test_batches_grow_while_a_backlog_lasts_and_shrink_when_it_is_gone(
+    tmp_path: Path, recorder: RecorderServer
+) -> None:
+    settings = Settings.model_validate(
+        {
+            "database_url": f"sqlite:///{tmp_path / 'accord.db'}",
+            "runtime": {"batch_size": 10, "max_batch_size": 40, "batch_wait_ms": 5},
+        }
+    )
+    hub = build_hub(
+        settings,
+        vendors={"erp": IdempotentHttpVendor(recorder.url)},
+        routes=[Route("account", "erp", "upsert_customer")],
+        policy=POLICY,
+    )
+    hub.start(dispatch=False)  # no dispatcher threads: this test claims
+    try:
+        hub.pipeline.ingest_many(
+            [
+                {
+                    "system": "crm",
+                    "event_id": f"burst-{i}",
+                    "event_type": "account.updated",
+                    "payload": account_event(i),
+                }
+                for i in range(150)
+            ]
+        )
+        sizes = [hub.worker.run_once() for _ in range(7)]
+        assert sizes == [10, 20, 40, 40, 40, 0, 0]
+        # the backlog is gone: the next event goes in a small, quick batch again
+        hub.pipeline.ingest("crm", "late-1", "account.updated", account_event(500))
+        assert hub.worker.run_once() == 1
+        assert count(hub, records) == 151
+        assert recorder.stats()["objects"] == 151
+    finally:
+        hub.stop()
+
+
+def test_the_largest_batch_is_at_least_the_batch_size() -> None:
+    assert Settings.model_validate({"runtime": {"batch_size": 5000}}).runtime.largest_batch == 5000
+    assert Settings.model_validate({}).runtime.largest_batch == 1000
+    with pytest.raises(ValueError, match="max_batch_size"):
+        Settings.model_validate({"runtime": {"batch_size": 500, "max_batch_size": 100}})

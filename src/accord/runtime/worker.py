@@ -3,7 +3,10 @@
 Each dispatcher thread claims up to ``batch_size`` due events (a lease, so a
 worker that dies releases them), waits up to ``batch_wait_ms`` for a batch to
 fill, and runs :func:`~accord.runtime.workflows.process_batch` under a
-workflow id derived from the claimed sequence numbers. Any number of worker
+workflow id derived from the claimed sequence numbers. While a backlog lasts
+(a claim comes back full) each claim doubles, up to ``max_batch_size``, so the
+workflow's fixed cost is shared by more events; the first claim that is not
+full goes back to ``batch_size``. Any number of worker
 processes on any machines can share one PostgreSQL store: claims skip each
 other's locked rows.
 """
@@ -45,17 +48,26 @@ class Worker:
         self._busy = 0
         self._lock = threading.Lock()
         self.batches = 0
+        #: The size of the next claim: ``batch_size``, doubled by each full batch
+        #: while a backlog lasts, up to ``max_batch_size``.
+        self._limit = self.settings.batch_size
 
     def run_once(self) -> int:
         """Claim one batch and process it in this thread; returns the number of events."""
         settings = self.settings
-        claimed = self.pipeline.claim(settings.batch_size, self.lease)
+        limit = self._limit
+        claimed = self.pipeline.claim(limit, self.lease)
         if not claimed:
+            self._limit = settings.batch_size
             return 0
-        deadline = time.monotonic() + settings.batch_wait_ms / 1000
-        while len(claimed) < settings.batch_size and time.monotonic() < deadline:
-            time.sleep(min(0.002, settings.batch_wait_ms / 1000))
-            claimed += self.pipeline.claim(settings.batch_size - len(claimed), self.lease)
+        if len(claimed) < limit:
+            self._limit = settings.batch_size  # the backlog is gone: small batches again
+            deadline = time.monotonic() + settings.batch_wait_ms / 1000
+            while len(claimed) < settings.batch_size and time.monotonic() < deadline:
+                time.sleep(min(0.002, settings.batch_wait_ms / 1000))
+                claimed += self.pipeline.claim(settings.batch_size - len(claimed), self.lease)
+        else:
+            self._limit = min(limit * 2, settings.largest_batch)
         claimed.sort()
         seqs = [seq for seq, _ in claimed]
         workflow_id = batch_workflow_id(claimed)
