@@ -236,6 +236,10 @@ def test_the_in_process_stream_keeps_only_its_newest_events() -> None:
     assert [seq for seq, _ in stream.replay(since_seq=4)] == [4, 5]
     assert list(stream.replay(since_seq=6)) == []
     assert stream.publish(make_change(6)).seq == 6
+    # a change no longer kept is still recognised as a duplicate within the window
+    again = stream.publish(make_change(1))
+    assert (again.seq, again.duplicate) == (1, True)
+    assert [seq for seq, _ in stream.replay()] == [4, 5, 6]
     with pytest.raises(InvalidInput, match="at least 1"):
         MemoryStream(max_events=0)
 

@@ -242,7 +242,9 @@ class MemoryStream(EventStream):
         self._lock = threading.Lock()
         self._events: deque[_Stored] = deque(maxlen=max_events)
         self._last_seq = 0
-        self._seen: dict[str, _Stored] = {}
+        # event id → sequence, for the duplicate window: only the ids, never the
+        # changes, so a busy window does not hold every change published in it
+        self._seen: dict[str, int] = {}
         self._expiry: deque[tuple[datetime, str]] = deque()
 
     def publish(self, change: CanonicalChange) -> Published:
@@ -259,12 +261,12 @@ class MemoryStream(EventStream):
             self._forget_before(now - self._window)
             original = self._seen.get(change.event_id)
             if original is not None:
-                return Published(seq=original.seq, duplicate=True)
+                return Published(seq=original, duplicate=True)
             self._last_seq += 1
             stored = _Stored(seq=self._last_seq, stored_at=now, change=change)
             self._events.append(stored)  # the oldest goes when the limit is reached
             if self._window:
-                self._seen[change.event_id] = stored
+                self._seen[change.event_id] = stored.seq
                 self._expiry.append((now, change.event_id))
             return Published(seq=stored.seq, duplicate=False)
 
