@@ -9,6 +9,7 @@ effects go to, and the dispatcher — then started and stopped explicitly.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -72,6 +73,7 @@ class Hub:
     vendors: Mapping[str, Vendor]
     executor_id: str
     _launched: bool = field(default=False, init=False)
+    _collector: tuple[int, int, int] | None = field(default=None, init=False)
 
     def start(self, *, dispatch: bool = True) -> Hub:
         """Launch DBOS (recovering this executor's unfinished workflows), then dispatch."""
@@ -79,6 +81,7 @@ class Hub:
         DBOS(config=dbos_config(self.settings, self.executor_id))
         DBOS.launch()
         self._launched = True
+        self._collector = _tune_collector(self.settings.runtime.gc_threshold)
         reconcile_schedule.switch_on(
             self.settings,
             policy=self.pipeline.policy,
@@ -91,6 +94,9 @@ class Hub:
 
     def stop(self) -> None:
         self.worker.stop()
+        if self._collector is not None:
+            gc.set_threshold(*self._collector)
+            self._collector = None
         if self._launched:
             DBOS.destroy(destroy_registry=False)
             self._launched = False
@@ -107,6 +113,16 @@ class Hub:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _tune_collector(threshold: int) -> tuple[int, int, int] | None:
+    """Run the cyclic collector less often (``runtime.gc_threshold``); returns the
+    thresholds it replaced, for :meth:`Hub.stop` to put back."""
+    if threshold <= 0:
+        return None
+    before = gc.get_threshold()
+    gc.set_threshold(threshold, 50, 1_000)
+    return before
 
 
 def _policy(settings: Settings) -> OwnershipPolicy:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -295,3 +296,26 @@ def test_the_largest_batch_is_at_least_the_batch_size() -> None:
     assert Settings.model_validate({}).runtime.largest_batch == 1000
     with pytest.raises(ValueError, match="max_batch_size"):
         Settings.model_validate({"runtime": {"batch_size": 500, "max_batch_size": 100}})
+
+
+def test_the_hub_runs_the_cyclic_collector_less_often_and_puts_it_back(tmp_path: Path) -> None:
+    before = gc.get_threshold()
+    settings = Settings.model_validate(
+        {"database_url": f"sqlite:///{tmp_path / 'accord.db'}", "runtime": {"gc_threshold": 12345}}
+    )
+    hub = build_hub(settings, vendors={}, routes=[], policy=POLICY)
+    hub.start(dispatch=False)
+    try:
+        assert gc.get_threshold() == (12345, 50, 1000)
+    finally:
+        hub.stop()
+    assert gc.get_threshold() == before
+    untouched = Settings.model_validate(
+        {"database_url": f"sqlite:///{tmp_path / 'other.db'}", "runtime": {"gc_threshold": 0}}
+    )
+    hub = build_hub(untouched, vendors={}, routes=[], policy=POLICY)
+    hub.start(dispatch=False)
+    try:
+        assert gc.get_threshold() == before
+    finally:
+        hub.stop()
