@@ -84,22 +84,40 @@ def done_count(engine: Engine) -> int:
         )
 
 
+def settled(engine: Engine) -> bool:
+    """Every event done and every effect it planned performed (none still open)."""
+    with engine.connect() as conn:
+        open_effects = conn.execute(
+            select(func.count()).select_from(effects).where(effects.c.status != "done")
+        ).scalar_one()
+    return done_count(engine) == EVENTS and open_effects == 0
+
+
 def run_with_kills(engine: Engine, config: Path, log: Path, kills: int, seed: int) -> list[int]:
-    """Kill the worker ``kills`` times; returns how many events were done at each kill."""
+    """Kill the worker ``kills`` times; returns how many events were done at each kill.
+
+    Each kill lands at a random point of the work, whatever the worker's speed:
+    once the done count passes a random threshold, after a random few
+    milliseconds more (so mostly with a batch in flight).
+    """
     rng = random.Random(seed)
+    thresholds = sorted(rng.sample(range(1, EVENTS - 1), kills))
     progress: list[int] = []
-    for _ in range(kills):
+    for threshold in thresholds:
         worker = start_worker(config, log)
-        time.sleep(rng.uniform(1.2, 2.5))
+        deadline = time.monotonic() + 60
+        while done_count(engine) < threshold and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0, 0.05))
         worker.send_signal(signal.SIGKILL)
         worker.wait(10)
         progress.append(done_count(engine))
         if progress[-1] == EVENTS:
             break
-    worker = start_worker(config, log)
+    worker = start_worker(config, log)  # recovers the workflow the last kill cut short
     deadline = time.monotonic() + 240
     try:
-        while done_count(engine) < EVENTS and time.monotonic() < deadline:
+        while not settled(engine) and time.monotonic() < deadline:
             time.sleep(0.2)
     finally:
         worker.send_signal(signal.SIGTERM)
