@@ -28,6 +28,9 @@ from urllib.parse import parse_qs, urlparse
 
 __all__ = ["Faults", "RecorderServer"]
 
+#: How an item's body is stored and compared (built once, not per item).
+_BODY_JSON = json.JSONEncoder(sort_keys=True)
+
 
 @dataclass(frozen=True, slots=True)
 class Faults:
@@ -89,6 +92,13 @@ class _State:
             return answers
 
     def _create(self, key: str, body: str) -> tuple[int, dict[str, Any]]:
+        created = self._db.execute(
+            "INSERT INTO objects (key, digest, body, created) VALUES (?, '', ?, ?)"
+            " ON CONFLICT (key) DO NOTHING RETURNING id",
+            (key, body, time.time()),
+        ).fetchone()
+        if created is not None:
+            return 200, {"id": f"obj_{created[0]}", "idempotency_key": key}
         row = self._db.execute("SELECT id, body FROM objects WHERE key = ?", (key,)).fetchone()
         if row is not None:
             if row[1] != body:
@@ -99,11 +109,7 @@ class _State:
                     }
                 }
             return 200, {"id": f"obj_{row[0]}", "idempotency_key": key, "replayed": True}
-        cur = self._db.execute(
-            "INSERT INTO objects (key, digest, body, created) VALUES (?, '', ?, ?)",
-            (key, body, time.time()),
-        )
-        return 200, {"id": f"obj_{cur.lastrowid}", "idempotency_key": key}
+        raise RuntimeError(f"object {key!r} neither created nor found")  # pragma: no cover
 
     def find(self, key: str) -> dict[str, Any] | None:
         with self._lock:
@@ -182,7 +188,7 @@ class RecorderServer:
                 items = json.loads(body or "{}").get("items", [])
                 answers = server._state.create_many(
                     [
-                        (str(item["idempotency_key"]), json.dumps(item.get("body"), sort_keys=True))
+                        (str(item["idempotency_key"]), _BODY_JSON.encode(item.get("body")))
                         for item in items
                     ]
                 )
