@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
 from accord.errors import InvalidInput
+from accord.events.stream import MemoryStream
 from accord.ownership import load_policy
 from accord.ownership.decide import digest
 from accord.runtime.effects import EffectExecutor, request_digest
@@ -507,3 +508,36 @@ def test_two_workers_meeting_one_new_external_key_make_one_record(postgres_url: 
         assert {v.id for v in versions} == {links[0].canonical_id}
     finally:
         engine.dispose()
+
+
+def test_publishing_from_memory_gives_the_changes_the_store_holds(
+    engine: Engine, recorder: RecorderServer
+) -> None:
+    """Versions just applied are published from memory; a pipeline that did not
+    apply them (recovery, another worker) reads them back: the same changes."""
+    vendor = IdempotentHttpVendor(recorder.url)
+    executor = EffectExecutor(SqlLedger(engine), {"erp": vendor})
+    route = [Route("account", "erp", "upsert_customer")]
+    applier = Pipeline(engine, POLICY, executor, routes=route, stream=MemoryStream())
+    other = Pipeline(engine, POLICY, executor, routes=route, stream=MemoryStream())
+    try:
+        applier.ingest("crm", "m-1", "account.updated", _event(1, "Ünï Ltd", seats=3))
+        applier.ingest("crm", "m-2", "account.updated", _event(1, "Ünï Ltd", seats=4))
+        applier.ingest("crm", "m-3", "account.updated", _event(2, "Other"))
+        with engine.begin() as conn:
+            seqs = sorted(s for s, _ in Inbox(conn).claim_seqs(10, lease=timedelta(seconds=30)))
+        outcome = applier.apply_batch(seqs)
+        assert len(outcome.changes) == 3
+        assert applier.publish(outcome.changes) == 3
+        assert other.publish(outcome.changes) == 3
+        from_memory = [change for _, change in applier.stream.replay()]  # type: ignore[union-attr]
+        from_store = [change for _, change in other.stream.replay()]  # type: ignore[union-attr]
+        assert from_memory == from_store
+        assert [(c.version, c.changed_fields) for c in from_memory] == [
+            (1, ("legal_name", "seats")),
+            (2, ("seats",)),
+            (1, ("legal_name",)),
+        ]
+        assert dict(from_memory[1].data) == {"legal_name": "Ünï Ltd", "seats": 4}
+    finally:
+        vendor.close()

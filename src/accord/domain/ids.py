@@ -38,12 +38,16 @@ _ACCORD_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://accord.invalid/ids")
 _KEY_SEPARATOR = "\x1f"
 
 
+#: Every 10-bit value as its two Crockford characters: a ULID is 13 look-ups.
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
+
+
 def _encode(value: int, length: int) -> str:
-    chars = []
-    for _ in range(length):
-        chars.append(_CROCKFORD[value & 0x1F])
-        value >>= 5
-    return "".join(reversed(chars))
+    """``value`` as ``length`` Crockford base32 characters, most significant first."""
+    if length % 2:
+        return _CROCKFORD[(value >> (5 * (length - 1))) & 0x1F] + _encode(value, length - 1)
+    pairs = _PAIRS
+    return "".join([pairs[(value >> shift) & 0x3FF] for shift in range(5 * (length - 2), -1, -10)])
 
 
 def new_id(*, now_ms: int | None = None) -> str:

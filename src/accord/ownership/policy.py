@@ -147,10 +147,16 @@ class OwnershipPolicy:
     objects: Mapping[str, ObjectPolicy]
     """Entity type -> its ownership rules."""
 
+    _names: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # asked for every field of every change: worked out once
+        object.__setattr__(self, "_names", frozenset(self.systems.values()))
+
     @property
     def system_names(self) -> frozenset[str]:
         """Every concrete system the policy knows."""
-        return frozenset(self.systems.values())
+        return self._names
 
     def object(self, entity_type: str) -> ObjectPolicy:
         """The rules of ``entity_type``.

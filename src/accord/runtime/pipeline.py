@@ -18,10 +18,12 @@ blocks the other events of its batch.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -360,6 +362,46 @@ class BatchOutcome:
     changes: list[tuple[str, str, int]] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _Version:
+    """What publishing needs of one record version."""
+
+    system: str
+    changed_fields: tuple[str, ...]
+    data: Mapping[str, Any]
+    trace_id: str | None
+    at: datetime
+
+
+#: Versions the pipeline keeps in memory after applying them, for publish.
+RECENT_VERSIONS = 20_000
+
+
+class _RecentVersions:
+    """The newest record versions this process applied, oldest dropped first."""
+
+    def __init__(self, limit: int = RECENT_VERSIONS) -> None:
+        self._limit = limit
+        self._versions: dict[tuple[str, str, int], _Version] = {}
+        self._lock = threading.Lock()
+
+    def add(self, items: Iterable[tuple[tuple[str, str, int], _Version]]) -> None:
+        with self._lock:
+            versions = self._versions
+            versions.update(items)
+            excess = len(versions) - self._limit
+            if excess > 0:
+                for key in list(itertools.islice(versions, excess)):
+                    del versions[key]
+
+    def get_many(
+        self, keys: Iterable[tuple[str, str, int]]
+    ) -> dict[tuple[str, str, int], _Version]:
+        with self._lock:
+            versions = self._versions
+            return {key: versions[key] for key in keys if key in versions}
+
+
 class Pipeline:
     """Applies inbox events and performs their effects; no state of its own."""
 
@@ -385,6 +427,7 @@ class Pipeline:
         self.actor = actor
         #: Batches that had to be applied one event at a time (a health signal).
         self.fallbacks = 0
+        self._recent = _RecentVersions()
         self._intake = InboxIntake.for_engine(engine)
 
     # -- intake -----------------------------------------------------------------
@@ -632,6 +675,14 @@ class Pipeline:
             echo.flush()
             _INTEND.run_many(conn, intents)
             _MARK_DONE.run_many(conn, outcomes)
+        # committed: publish can take these versions from memory, not read them back
+        self._recent.add(
+            (
+                (put.entity_type, put.id, put_result.version),
+                _Version(put.system, put_result.changed_fields, put.data, put.trace_id, now),
+            )
+            for put, put_result in zip(puts, written, strict=True)
+        )
         record_spans(
             "workflow step apply",
             (event.trace_id for event, _ in work),
@@ -887,26 +938,20 @@ class Pipeline:
     # -- events -----------------------------------------------------------------
 
     def publish(self, changes: Sequence[tuple[str, str, int]]) -> int:
-        """Publish canonical changes; event ids are derived, so a re-run is deduped."""
+        """Publish canonical changes; event ids are derived, so a re-run is deduped.
+
+        The versions this process has just applied are taken from memory; any
+        other (a batch recovered after a crash, applied by another worker) is
+        read from the store.
+        """
         if self.stream is None or not changes:
             return 0
+        wanted = [(str(c[0]), str(c[1]), int(c[2])) for c in changes]
+        found = self._recent.get_many(wanted)
+        missing = [key for key in wanted if key not in found]
+        if missing:
+            found.update(self._stored_versions(missing))
         built = []
-        with self.engine.connect() as conn:
-            found: dict[tuple[str, str, int], Any] = {}
-            wanted = [(str(c[0]), str(c[1]), int(c[2])) for c in changes]
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                # by record and from the batch's lowest version up: a search of the
-                # index per record, and one statement shape whatever the batch holds
-                lowest = min(version for _, _, version in chunk)
-                records_in = {(entity_type, id_) for entity_type, id_, _ in chunk}
-                for row in conn.execute(
-                    select(record_versions).where(
-                        keys_in((record_versions.c.entity_type, record_versions.c.id), records_in),
-                        record_versions.c.version >= lowest,
-                    )
-                ):
-                    found[(row.entity_type, row.id, row.version)] = row
         for entity_type, entity_id, version in wanted:
             stored = found.get((entity_type, entity_id, version))
             if stored is None:
@@ -925,3 +970,25 @@ class Pipeline:
             )
         self.stream.publish_many(built)
         return len(built)
+
+    def _stored_versions(
+        self, wanted: Sequence[tuple[str, str, int]]
+    ) -> dict[tuple[str, str, int], _Version]:
+        found: dict[tuple[str, str, int], _Version] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                # by record and from the batch's lowest version up: a search of the
+                # index per record, and one statement shape whatever the batch holds
+                lowest = min(version for _, _, version in chunk)
+                records_in = {(entity_type, id_) for entity_type, id_, _ in chunk}
+                for row in conn.execute(
+                    select(record_versions).where(
+                        keys_in((record_versions.c.entity_type, record_versions.c.id), records_in),
+                        record_versions.c.version >= lowest,
+                    )
+                ):
+                    found[(row.entity_type, row.id, row.version)] = _Version(
+                        row.system, tuple(row.changed_fields), row.data, row.trace_id, row.at
+                    )
+        return found
