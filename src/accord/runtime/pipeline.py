@@ -859,44 +859,55 @@ class Pipeline:
     def _perform_batches(
         self, system: str, batch: list[Effect], counts: dict[str, int]
     ) -> list[Effect]:
-        """Send ``batch`` through the vendor's batch API; returns what must go singly."""
+        """Send ``batch`` through the vendor's batch API; returns what must go singly.
+
+        Every effect of the batch is marked attempted in one transaction before
+        the first call, and the outcomes are recorded in one transaction after
+        the last (or when a call fails unexpectedly): two writes per step,
+        whatever the number of calls. Marked attempted and not recorded done,
+        an effect is looked up at the vendor before it is ever sent again.
+        """
         vendor = self.executor.vendor(system)
         assert vendor is not None
-        leftovers: list[Effect] = []
-        for start in range(0, len(batch), vendor.batch_size):
-            chunk = batch[start : start + vendor.batch_size]
-            chunk_keys = [e.key for e in chunk]
-            with self.engine.begin() as conn:
+        keys = [effect.key for effect in batch]
+        with self.engine.begin() as conn:
+            attempted = utc_now()
+            for start in range(0, len(keys), 500):
                 conn.execute(
                     update(effects)
-                    .where(effects.c.idempotency_key.in_(chunk_keys))
-                    .values(attempts=effects.c.attempts + 1, updated_at=utc_now())
+                    .where(effects.c.idempotency_key.in_(keys[start : start + 500]))
+                    .values(attempts=effects.c.attempts + 1, updated_at=attempted)
                 )
-            started = time.time_ns()
-            try:
-                with span_in_trace(
-                    tracer("accord.runtime"),
-                    f"effect {system} batch",
-                    chunk[0].trace_id,
-                    **{"accord.batch.effects": len(chunk)},
-                ):
-                    results = vendor.perform_many(chunk)
-            except AccordError:
-                leftovers.extend(chunk)  # whole call failed or was lost: one by one, looking first
-                continue
-            record_spans(
-                f"effect {system} (batched)",
-                (effect.trace_id for effect in chunk[1:]),
-                started,
-                time.time_ns(),
-                {"accord.batch.effects": len(chunk)},
-            )
-            done = []
-            for effect, result in zip(chunk, results, strict=True):
-                if isinstance(result, EffectOutcome):
-                    done.append((effect.key, result.external_id, canonical_json(result.result)))
-                else:
-                    leftovers.append(effect)
+        leftovers: list[Effect] = []
+        done: list[tuple[str, str | None, str]] = []
+        try:
+            for start in range(0, len(batch), vendor.batch_size):
+                chunk = batch[start : start + vendor.batch_size]
+                started = time.time_ns()
+                try:
+                    with span_in_trace(
+                        tracer("accord.runtime"),
+                        f"effect {system} batch",
+                        chunk[0].trace_id,
+                        **{"accord.batch.effects": len(chunk)},
+                    ):
+                        results = vendor.perform_many(chunk)
+                except AccordError:
+                    leftovers.extend(chunk)  # failed or lost: one by one, looking first
+                    continue
+                record_spans(
+                    f"effect {system} (batched)",
+                    (effect.trace_id for effect in chunk[1:]),
+                    started,
+                    time.time_ns(),
+                    {"accord.batch.effects": len(chunk)},
+                )
+                for effect, result in zip(chunk, results, strict=True):
+                    if isinstance(result, EffectOutcome):
+                        done.append((effect.key, result.external_id, canonical_json(result.result)))
+                    else:
+                        leftovers.append(effect)
+        finally:
             if done:
                 with self.engine.begin() as conn:
                     at = db_time(conn, utc_now())
