@@ -78,7 +78,7 @@ class RuntimeSettings(_Strict):
     youngest generation, set when the hub starts (``0`` leaves the interpreter's
     settings alone). At Python's default of 700 the collector ran many times a
     second under load and walked the hub's whole in-memory state (the event
-    stream it keeps, the caches) again and again: about a third of the CPU at
+    stream it keeps, the caches) again and again: about 30 % of the CPU at
     5,000 events/s, and the longest pauses behind the latency tail. The
     runtime's objects are freed by reference counting; the collector is only
     for cycles, which it still finds."""
