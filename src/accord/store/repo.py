@@ -771,9 +771,10 @@ class InboxIntake:
     :meth:`Inbox.accept` inside ``engine.begin()`` spends more on checking a
     connection out of the pool and on SQLAlchemy's transaction and result
     objects than SQLite spends storing the row. SQLite takes one writer at a
-    time anyway, so intake holds one driver connection, sends the prepared
-    insert and commits under a lock: the same row, the same durability
-    (committed before :meth:`accept` returns), about half the CPU per event.
+    time anyway, so intake holds one driver connection in autocommit mode and
+    sends one prepared insert under a lock: the insert is its own transaction,
+    committed when the call returns (the same durability as ``begin()``), in
+    one call into SQLite instead of three.
 
     Only for a SQLite file: :meth:`for_engine` gives ``None`` for PostgreSQL,
     where concurrent requests should use the pool, and for an in-memory
@@ -785,7 +786,8 @@ class InboxIntake:
         self._clock = clock
         self._lock = threading.Lock()
         self._raw: Any = None
-        self._sql = _ACCEPT.text_for("sqlite")
+        self._isolation: Any = None
+        self._sql = _ACCEPT_ONE.text_for("sqlite")
 
     @classmethod
     def for_engine(cls, engine: Engine) -> InboxIntake | None:
@@ -821,23 +823,20 @@ class InboxIntake:
         )
         with self._lock:
             if self._raw is None:
-                self._raw = self._engine.raw_connection()
-            driver = self._raw.driver_connection
+                raw: Any = self._engine.raw_connection()
+                self._isolation = raw.driver_connection.isolation_level
+                raw.driver_connection.isolation_level = None  # each statement commits
+                self._raw = raw
             try:
-                new = driver.execute(self._sql, params).fetchone() is not None
-                driver.commit()
+                # no row changed: the event was already stored (a redelivery)
+                return bool(self._raw.driver_connection.execute(self._sql, params).rowcount == 1)
             except BaseException:
                 self._discard()
                 raise
-        return new
 
     def _discard(self) -> None:
         raw, self._raw = self._raw, None
-        if raw is None:
-            return
-        try:
-            raw.driver_connection.rollback()
-        finally:
+        if raw is not None:
             raw.invalidate()
 
     def close(self) -> None:
@@ -845,7 +844,17 @@ class InboxIntake:
         with self._lock:
             raw, self._raw = self._raw, None
             if raw is not None:
+                raw.driver_connection.isolation_level = self._isolation
                 raw.close()
+
+
+#: :class:`InboxIntake`'s insert: without ``RETURNING``, so that in autocommit
+#: mode the statement (and its transaction) is complete when execute returns.
+_ACCEPT_ONE = Prepared(
+    "INSERT INTO inbox (system, event_id, received_at, event_type, payload, status, attempts,"
+    " trace_id) VALUES ({p}, {p}, {p}, {p}, {json}, {p}, 0, {p})"
+    " ON CONFLICT (system, event_id) DO NOTHING"
+)
 
 
 class Inbox:
