@@ -18,17 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
 from accord.errors import InvalidInput
 from accord.events.stream import MemoryStream
-from accord.ownership import load_policy
+from accord.ownership import EchoKey, FieldSync, InMemoryEchoMemory, load_policy
 from accord.ownership.decide import digest
 from accord.runtime.effects import EffectExecutor, request_digest
 from accord.runtime.http_vendor import IdempotentHttpVendor
 from accord.runtime.pipeline import (
+    BulkEcho,
     Pipeline,
     Route,
     SqlLedger,
@@ -541,3 +542,66 @@ def test_publishing_from_memory_gives_the_changes_the_store_holds(
         assert dict(from_memory[1].data) == {"legal_name": "Ünï Ltd", "seats": 4}
     finally:
         vendor.close()
+
+
+# -- the batch's echo memory follows the port's rules ------------------------------
+
+_ECHO_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["remember", "observe", "forget", "is_echo", "last_seen", "load"]),
+        st.sampled_from(["crm", "erp"]),
+        st.sampled_from(["A1", "A1", "A2"]),
+        st.sampled_from(["legal_name", "legal_name", "seats"]),
+        st.sampled_from(["d1", "d2"]),
+    ),
+    max_size=40,
+)
+
+
+_ECHO_ENGINES: list[Engine] = []
+
+
+def _echo_engine() -> Engine:
+    """One migrated in-memory store for every example (migrating costs 100 ms)."""
+    if not _ECHO_ENGINES:
+        engine = make_engine("sqlite://")
+        upgrade(engine)
+        _ECHO_ENGINES.append(engine)
+    return _ECHO_ENGINES[0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(first=_ECHO_OPS, then=_ECHO_OPS)
+def test_the_batch_echo_memory_answers_as_the_port_does(
+    first: list[tuple[str, str, str, str, str]], then: list[tuple[str, str, str, str, str]]
+) -> None:
+    """BulkEcho runs the EchoMemory rules on its dictionaries directly; for any
+    sequence of calls it answers as the port's own methods do (InMemoryEchoMemory),
+    and what it writes back reads back the same in the next batch."""
+    engine = _echo_engine()
+    with engine.begin() as conn:
+        conn.execute(echo_records.delete())
+    reference = InMemoryEchoMemory()
+    keys = [("account", "A1"), ("account", "A2")]
+
+    def run(echo: Any, ops: list[tuple[str, str, str, str, str]]) -> list[Any]:
+        answers: list[Any] = []
+        for op, system, entity_id, field_name, value in ops:
+            if op in ("remember", "observe"):
+                getattr(echo, op)(system, "account", entity_id, field_name, value)
+            elif op == "forget":
+                echo.forget(system, "account", entity_id, field_name)
+            elif op == "is_echo":
+                answers.append(echo.is_echo(system, "account", entity_id, field_name, value))
+            elif op == "last_seen":
+                answers.append(echo.last_seen(system, "account", entity_id, field_name))
+            else:
+                state = echo.load(EchoKey(system, "account", entity_id, field_name))
+                answers.append(state if state is None or state != FieldSync() else None)
+        return answers
+
+    for ops in (first, then):  # two batches: the second starts from what the first stored
+        with engine.begin() as conn:
+            bulk = BulkEcho(conn, keys)
+            assert run(bulk, ops) == run(reference, ops)
+            bulk.flush()

@@ -176,28 +176,83 @@ class BulkEcho(EchoMemory):
                 self._state[(row.entity_type, row.entity_id)] = row.state
 
     def load(self, key: EchoKey) -> FieldSync | None:
-        record = self._state.get((key.entity_type, key.entity_id))
-        if record is None:
-            return None
-        found = record.get(key.system, {}).get(key.field)
+        found = self._field(key.system, key.entity_type, key.entity_id, key.field)
         return None if found is None else FieldSync(found[0], found[1])
 
     def store(self, key: EchoKey, state: FieldSync) -> None:
-        record_key = (key.entity_type, key.entity_id)
+        self._set(
+            key.system,
+            key.entity_type,
+            key.entity_id,
+            key.field,
+            state.pending_echo,
+            state.last_seen,
+        )
+
+    # The rules of EchoMemory, on the batch's dictionaries directly: they run for
+    # every field of every change, and EchoKey and FieldSync objects built and
+    # dropped per call cost more than the rule. Tests hold them to the port's
+    # own methods (tests/integration/test_runtime_fast_paths.py).
+
+    def is_echo(
+        self, system: str, entity_type: str, entity_id: str, field: str, value_digest: str
+    ) -> bool:
+        found = self._field(system, entity_type, entity_id, field)
+        return found is not None and found[0] == value_digest
+
+    def observe(
+        self, system: str, entity_type: str, entity_id: str, field: str, value_digest: str
+    ) -> None:
+        found = self._field(system, entity_type, entity_id, field)
+        pending = None if found is None or found[0] == value_digest else found[0]
+        self._set(system, entity_type, entity_id, field, pending, value_digest)
+
+    def remember(
+        self, system: str, entity_type: str, entity_id: str, field: str, value_digest: str
+    ) -> None:
+        self._set(system, entity_type, entity_id, field, value_digest, value_digest)
+
+    def forget(self, system: str, entity_type: str, entity_id: str, field: str) -> None:
+        self._set(system, entity_type, entity_id, field, None, None)
+
+    def last_seen(self, system: str, entity_type: str, entity_id: str, field: str) -> str | None:
+        found = self._field(system, entity_type, entity_id, field)
+        return None if found is None else found[1]
+
+    def _field(
+        self, system: str, entity_type: str, entity_id: str, field: str
+    ) -> list[str | None] | None:
+        record = self._state.get((entity_type, entity_id))
+        if record is None:
+            return None
+        fields = record.get(system)
+        return None if fields is None else fields.get(field)
+
+    def _set(
+        self,
+        system: str,
+        entity_type: str,
+        entity_id: str,
+        field: str,
+        pending: str | None,
+        seen: str | None,
+    ) -> None:
+        record_key = (entity_type, entity_id)
         record = self._state.setdefault(record_key, {})
-        fields = record.get(key.system)
-        old = None if fields is None else fields.get(key.field)
-        if state.pending_echo is None and state.last_seen is None:
+        fields = record.get(system)
+        old = None if fields is None else fields.get(field)
+        if pending is None and seen is None:
             if fields is None or old is None:
                 return
-            del fields[key.field]
+            del fields[field]
             if not fields:
-                del record[key.system]
+                del record[system]
         else:
-            new = [state.pending_echo, state.last_seen]
-            if old == new:
+            if old is not None and old[0] == pending and old[1] == seen:
                 return  # nothing to write back (a record already dirty stays so)
-            record.setdefault(key.system, {})[key.field] = new
+            if fields is None:
+                fields = record[system] = {}
+            fields[field] = [pending, seen]
         self._dirty.add(record_key)
 
     def flush(self) -> None:
