@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -319,3 +320,30 @@ def test_the_hub_runs_the_cyclic_collector_less_often_and_puts_it_back(tmp_path:
         assert gc.get_threshold() == before
     finally:
         hub.stop()
+
+
+def test_a_waiting_dispatcher_is_woken_by_the_events_this_process_stores(hub: Hub) -> None:
+    pipeline = hub.pipeline
+    mark = pipeline.arrivals
+    woke: list[int] = []
+    waiter = threading.Thread(
+        target=lambda: woke.append(pipeline.wait_for_arrivals(mark, 2, timeout=3600))
+    )
+    waiter.start()
+    pipeline.ingest("crm", "wake-1", "account.updated", account_event(901))
+    pipeline.ingest("crm", "wake-1", "account.updated", account_event(901))  # a redelivery
+    pipeline.ingest_many(
+        [
+            {
+                "system": "crm",
+                "event_id": "wake-2",
+                "event_type": "account.updated",
+                "payload": account_event(902),
+            }
+        ]
+    )
+    waiter.join(timeout=30)
+    assert not waiter.is_alive()  # woken by the second new event, not by its hour-long timeout
+    assert woke == [mark + 2]
+    # nothing more arrives: a short wait runs out and reports the same mark
+    assert pipeline.wait_for_arrivals(mark + 2, 1, timeout=0.01) == mark + 2

@@ -484,6 +484,10 @@ class Pipeline:
         self.fallbacks = 0
         self._recent = _RecentVersions()
         self._intake = InboxIntake.for_engine(engine)
+        # events this process has stored, ever: dispatchers wait on it instead of
+        # polling the inbox while a batch fills or while there is nothing to do
+        self._arrived = threading.Condition()
+        self._arrivals = 0
 
     # -- intake -----------------------------------------------------------------
 
@@ -500,21 +504,59 @@ class Pipeline:
         Committed when it returns: the caller may acknowledge the delivery.
         """
         if self._intake is not None:
-            return self._intake.accept(
+            new = self._intake.accept(
                 system, event_id, event_type=event_type, payload=payload, trace_id=trace_id
             )
-        with self.engine.begin() as conn:
-            return Inbox(conn).accept(
-                system, event_id, event_type=event_type, payload=dict(payload), trace_id=trace_id
-            )
+        else:
+            with self.engine.begin() as conn:
+                new = Inbox(conn).accept(
+                    system,
+                    event_id,
+                    event_type=event_type,
+                    payload=dict(payload),
+                    trace_id=trace_id,
+                )
+        if new:
+            self._note_arrivals(1)
+        return new
 
     def ingest_many(self, events: Sequence[Mapping[str, Any]], chunk: int = 1000) -> int:
         """Store many inbound events (a backfill); returns how many were new."""
         accepted = 0
         for start in range(0, len(events), chunk):
             with self.engine.begin() as conn:
-                accepted += Inbox(conn).accept_many(events[start : start + chunk])
+                new = Inbox(conn).accept_many(events[start : start + chunk])
+            accepted += new
+            self._note_arrivals(new)
         return accepted
+
+    @property
+    def arrivals(self) -> int:
+        """How many new events this process has stored so far."""
+        with self._arrived:
+            return self._arrivals
+
+    def _note_arrivals(self, count: int) -> None:
+        if count:
+            with self._arrived:
+                self._arrivals += count
+                self._arrived.notify_all()
+
+    def wait_for_arrivals(self, since: int, count: int, timeout: float) -> int:
+        """Wait until ``count`` events have arrived in this process after the
+        :attr:`arrivals` mark ``since``, or ``timeout`` seconds; returns the mark now.
+
+        Events stored by other processes (other API servers in scale-out) are
+        not counted: a caller still claims from the store when the wait ends.
+        """
+        deadline = time.monotonic() + timeout
+        with self._arrived:
+            while self._arrivals - since < count:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._arrived.wait(remaining)
+            return self._arrivals
 
     def close(self) -> None:
         """Give back the connection intake holds (it is taken again on the next event)."""

@@ -31,6 +31,12 @@ __all__ = ["Worker"]
 
 log = structlog.get_logger("accord.worker")
 
+#: While a batch fills, how often the store is asked for events that arrived in
+#: other processes (events stored by this process wake the dispatcher at once).
+FILL_POLL = 0.005
+#: The longest pause between two looks at an empty inbox.
+IDLE_POLL = 0.05
+
 
 class Worker:
     def __init__(
@@ -51,21 +57,33 @@ class Worker:
         #: The size of the next claim: ``batch_size``, doubled by each full batch
         #: while a backlog lasts, up to ``max_batch_size``.
         self._limit = self.settings.batch_size
+        #: The arrivals mark taken before the last claim: an event stored after
+        #: it wakes an idle dispatcher at once.
+        self._mark = 0
 
     def run_once(self) -> int:
         """Claim one batch and process it in this thread; returns the number of events."""
         settings = self.settings
+        pipeline = self.pipeline
         limit = self._limit
-        claimed = self.pipeline.claim(limit, self.lease)
+        mark = self._mark = pipeline.arrivals
+        claimed = pipeline.claim(limit, self.lease)
         if not claimed:
             self._limit = settings.batch_size
             return 0
         if len(claimed) < limit:
             self._limit = settings.batch_size  # the backlog is gone: small batches again
             deadline = time.monotonic() + settings.batch_wait_ms / 1000
-            while len(claimed) < settings.batch_size and time.monotonic() < deadline:
-                time.sleep(min(0.002, settings.batch_wait_ms / 1000))
-                claimed += self.pipeline.claim(settings.batch_size - len(claimed), self.lease)
+            while len(claimed) < settings.batch_size:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                # woken as soon as enough events arrive in this process; at most
+                # every FILL_POLL seconds the store is asked anyway (other processes)
+                mark = pipeline.wait_for_arrivals(
+                    mark, settings.batch_size - len(claimed), min(remaining, FILL_POLL)
+                )
+                claimed += pipeline.claim(settings.batch_size - len(claimed), self.lease)
         else:
             self._limit = min(limit * 2, settings.largest_batch)
         claimed.sort()
@@ -115,8 +133,10 @@ class Worker:
                 log.error("batch workflow failed", error=repr(exc))
                 count = 0
             if count == 0:
-                self._stop.wait(idle)
-                idle = min(idle * 2, 0.05)
+                # nothing due: wake on the next event this process stores, or
+                # look again after a growing pause (events from elsewhere)
+                self.pipeline.wait_for_arrivals(self._mark, 1, idle)
+                idle = min(idle * 2, IDLE_POLL)
             else:
                 idle = 0.001
 
