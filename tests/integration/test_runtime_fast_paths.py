@@ -540,6 +540,11 @@ def test_publishing_from_memory_gives_the_changes_the_store_holds(
             (1, ("legal_name",)),
         ]
         assert dict(from_memory[1].data) == {"legal_name": "Ünï Ltd", "seats": 4}
+        # published once, the versions are no longer held: a re-run reads the
+        # store, and the stream drops the copies
+        assert applier._recent.take_many(outcome.changes) == {}
+        assert applier.publish(outcome.changes) == 3
+        assert [c for _, c in applier.stream.replay()] == from_memory  # type: ignore[union-attr]
     finally:
         vendor.close()
 

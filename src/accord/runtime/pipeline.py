@@ -433,7 +433,11 @@ RECENT_VERSIONS = 20_000
 
 
 class _RecentVersions:
-    """The newest record versions this process applied, oldest dropped first."""
+    """Record versions this process applied and has not published yet.
+
+    Publish takes them out; the limit only bounds what a stream that stopped
+    being published to could leave behind (the oldest go first).
+    """
 
     def __init__(self, limit: int = RECENT_VERSIONS) -> None:
         self._limit = limit
@@ -449,12 +453,14 @@ class _RecentVersions:
                 for key in list(itertools.islice(versions, excess)):
                     del versions[key]
 
-    def get_many(
+    def take_many(
         self, keys: Iterable[tuple[str, str, int]]
     ) -> dict[tuple[str, str, int], _Version]:
+        """The versions of ``keys`` held here, no longer held once taken (a
+        publish that has to run again reads them from the store)."""
         with self._lock:
             versions = self._versions
-            return {key: versions[key] for key in keys if key in versions}
+            return {key: versions.pop(key) for key in keys if key in versions}
 
 
 class Pipeline:
@@ -773,13 +779,14 @@ class Pipeline:
             _INTEND.run_many(conn, intents)
             _MARK_DONE.run_many(conn, outcomes)
         # committed: publish can take these versions from memory, not read them back
-        self._recent.add(
-            (
-                (put.entity_type, put.id, put_result.version),
-                _Version(put.system, put_result.changed_fields, put.data, put.trace_id, now),
+        if self.stream is not None:
+            self._recent.add(
+                (
+                    (put.entity_type, put.id, put_result.version),
+                    _Version(put.system, put_result.changed_fields, put.data, put.trace_id, now),
+                )
+                for put, put_result in zip(puts, written, strict=True)
             )
-            for put, put_result in zip(puts, written, strict=True)
-        )
         record_spans(
             "workflow step apply",
             (event.trace_id for event, _ in work),
@@ -1055,7 +1062,7 @@ class Pipeline:
         if self.stream is None or not changes:
             return 0
         wanted = [(str(c[0]), str(c[1]), int(c[2])) for c in changes]
-        found = self._recent.get_many(wanted)
+        found = self._recent.take_many(wanted)
         missing = [key for key in wanted if key not in found]
         if missing:
             found.update(self._stored_versions(missing))
