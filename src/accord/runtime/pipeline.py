@@ -318,6 +318,22 @@ def _request_text(request: Mapping[str, Any]) -> str:
     return REQUEST_JSON.encode(request)
 
 
+def _linked_ids(
+    conn: Connection, keys: Sequence[tuple[str, str, str]]
+) -> dict[tuple[str, str, str], str]:
+    """The canonical id the xref links to each (system, object, external id) it holds."""
+    ids: dict[tuple[str, str, str], str] = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        for row in conn.execute(
+            select(
+                xref.c.system, xref.c.external_object, xref.c.external_id, xref.c.canonical_id
+            ).where(keys_in((xref.c.system, xref.c.external_object, xref.c.external_id), chunk))
+        ):
+            ids[(row.system, row.external_object, row.external_id)] = row.canonical_id
+    return ids
+
+
 def _dead_letter(
     conn: Connection,
     actor: str,
@@ -804,16 +820,7 @@ class Pipeline:
             for e, ups in work
             for u in ups
         }
-        ids: dict[tuple[str, str, str], str] = {}
-        keys = sorted(wanted)
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            for row in conn.execute(
-                select(
-                    xref.c.system, xref.c.external_object, xref.c.external_id, xref.c.canonical_id
-                ).where(keys_in((xref.c.system, xref.c.external_object, xref.c.external_id), chunk))
-            ):
-                ids[(row.system, row.external_object, row.external_id)] = row.canonical_id
+        ids = _linked_ids(conn, sorted(wanted))
         links = []
         for (system, obj, ext), entity_type in wanted.items():
             if (system, obj, ext) in ids:
@@ -829,21 +836,7 @@ class Pipeline:
             # Another worker may have linked the same external key first (the
             # insert then did nothing): its id is the one. On SQLite the batch
             # has held the write lock since it began, so nobody else could.
-            for start in range(0, len(links), 500):
-                chunk = [
-                    (system, obj, ext) for _, _, system, obj, ext in links[start : start + 500]
-                ]
-                for row in conn.execute(
-                    select(
-                        xref.c.system,
-                        xref.c.external_object,
-                        xref.c.external_id,
-                        xref.c.canonical_id,
-                    ).where(
-                        keys_in((xref.c.system, xref.c.external_object, xref.c.external_id), chunk)
-                    )
-                ):
-                    ids[(row.system, row.external_object, row.external_id)] = row.canonical_id
+            ids.update(_linked_ids(conn, [(system, obj, ext) for _, _, system, obj, ext in links]))
         return ids
 
     def _conflict(self, exceptions: Exceptions, conflict: Any, trace_id: str | None) -> None:

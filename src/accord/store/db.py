@@ -43,6 +43,7 @@ __all__ = [
     "current_revision",
     "default_url",
     "head_revision",
+    "is_sqlite_file",
     "make_engine",
     "upgrade",
 ]
@@ -88,7 +89,16 @@ def _normalise(url: str | URL) -> URL:
 
 def _is_memory(url: URL) -> bool:
     database = url.database or ""
-    return database in ("", ":memory:") or database.startswith("file::memory:")
+    return (
+        database in ("", ":memory:")
+        or database.startswith("file::memory:")
+        or "mode=memory" in database
+    )
+
+
+def is_sqlite_file(url: URL) -> bool:
+    """Whether ``url`` names a SQLite database in a file (not in memory)."""
+    return url.get_backend_name() == "sqlite" and not _is_memory(url)
 
 
 def make_engine(url: str | URL | None = None, **engine_options: Any) -> Engine:

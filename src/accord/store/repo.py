@@ -54,6 +54,7 @@ from accord.domain.ids import new_id
 from accord.domain.lifecycle import Lifecycle
 from accord.errors import InvalidInput, RuleViolation, TransientError
 from accord.store.audit import canonical_json, content_digest, json_document
+from accord.store.db import is_sqlite_file
 from accord.store.fast import SQLITE_DATETIME, Prepared, db_time, json_strings
 from accord.store.tables import (
     EffectStatus,
@@ -758,11 +759,37 @@ def _event(row: Row[Any]) -> InboxEvent:
     )
 
 
-_ACCEPT = Prepared(
+_INSERT_EVENT = (
     "INSERT INTO inbox (system, event_id, received_at, event_type, payload, status, attempts,"
     " trace_id) VALUES ({p}, {p}, {p}, {p}, {json}, {p}, 0, {p})"
-    " ON CONFLICT (system, event_id) DO NOTHING RETURNING seq"
+    " ON CONFLICT (system, event_id) DO NOTHING"
 )
+_ACCEPT = Prepared(_INSERT_EVENT + " RETURNING seq")
+#: :class:`InboxIntake`'s insert: without ``RETURNING``, so that in autocommit
+#: mode the statement (and its transaction) is complete when execute returns.
+_ACCEPT_ONE = Prepared(_INSERT_EVENT)
+
+
+def _event_row(
+    system: str,
+    event_id: str,
+    received_at: Any,
+    event_type: str,
+    payload: Mapping[str, Any],
+    trace_id: str | None,
+) -> tuple[Any, ...]:
+    """The parameters of an inbox insert, the payload checked and written out."""
+    if not isinstance(payload, Mapping):
+        raise InvalidInput(f"expected a JSON object, got {type(payload).__name__}")
+    return (
+        system,
+        event_id,
+        received_at,
+        event_type,
+        canonical_json(payload),
+        InboxStatus.PENDING.value,
+        trace_id,
+    )
 
 
 class InboxIntake:
@@ -791,13 +818,7 @@ class InboxIntake:
 
     @classmethod
     def for_engine(cls, engine: Engine) -> InboxIntake | None:
-        url = engine.url
-        if url.get_backend_name() != "sqlite":
-            return None
-        database = url.database or ""
-        if database in ("", ":memory:") or "mode=memory" in database:
-            return None
-        return cls(engine)
+        return cls(engine) if is_sqlite_file(engine.url) else None
 
     def accept(
         self,
@@ -809,18 +830,8 @@ class InboxIntake:
         trace_id: str | None = None,
     ) -> bool:
         """As :meth:`Inbox.accept`, committed when it returns."""
-        if not isinstance(payload, Mapping):
-            raise InvalidInput(f"expected a JSON object, got {type(payload).__name__}")
-        received = _require_aware(self._clock())
-        params = (
-            system,
-            event_id,
-            received.strftime(SQLITE_DATETIME),
-            event_type,
-            canonical_json(payload),
-            InboxStatus.PENDING.value,
-            trace_id,
-        )
+        received = _require_aware(self._clock()).strftime(SQLITE_DATETIME)
+        params = _event_row(system, event_id, received, event_type, payload, trace_id)
         with self._lock:
             if self._raw is None:
                 raw: Any = self._engine.raw_connection()
@@ -846,15 +857,6 @@ class InboxIntake:
             if raw is not None:
                 raw.driver_connection.isolation_level = self._isolation
                 raw.close()
-
-
-#: :class:`InboxIntake`'s insert: without ``RETURNING``, so that in autocommit
-#: mode the statement (and its transaction) is complete when execute returns.
-_ACCEPT_ONE = Prepared(
-    "INSERT INTO inbox (system, event_id, received_at, event_type, payload, status, attempts,"
-    " trace_id) VALUES ({p}, {p}, {p}, {p}, {json}, {p}, 0, {p})"
-    " ON CONFLICT (system, event_id) DO NOTHING"
-)
 
 
 class Inbox:
@@ -887,18 +889,8 @@ class Inbox:
         """
         # The hot path of intake, so one prepared statement and no per-call SQL
         # building: a third of the cost of the same insert built with Core.
-        if not isinstance(payload, Mapping):
-            raise InvalidInput(f"expected a JSON object, got {type(payload).__name__}")
-        received = _require_aware(self._clock())
-        params = (
-            system,
-            event_id,
-            db_time(self._conn, received),
-            event_type,
-            canonical_json(payload),
-            InboxStatus.PENDING.value,
-            trace_id,
-        )
+        received = db_time(self._conn, _require_aware(self._clock()))
+        params = _event_row(system, event_id, received, event_type, payload, trace_id)
         return _ACCEPT.run(self._conn, params).first() is not None
 
     def accept_many(self, events: Iterable[Mapping[str, Any]]) -> int:
