@@ -1,6 +1,13 @@
 # Every target creates or reuses .venv and installs what it needs first,
 # so each works from a fresh clone with nothing else done.
 PYTHON ?= python3
+# The hub's own interpreter: the distribution's CPython when it is 3.11 or newer
+# (built with profile-guided and link-time optimisation, about 10 % faster on
+# the runtime benchmark than a default source build), else $(PYTHON).
+# `make VENV_PYTHON=...` picks another; an existing .venv is kept as it is.
+VENV_PYTHON ?= $(or $(shell for p in /usr/bin/python3 $(PYTHON); do \
+  $$p -c 'import ensurepip, sys, venv; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+  && { echo $$p; break; }; done),$(PYTHON))
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -8,7 +15,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: run test check lint typecheck bench clean tryton tryton-stop browser
 
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(VENV_PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)

@@ -6,8 +6,10 @@ Three measurements, each on a fresh store, through the public API only
 
 1. embedded SQLite on one pinned core: an intake thread ingests account events
    one call each at ``--rate`` for ``--seconds`` while the hub's worker sends one
-   effect per event to an in-process recorder; then a drain of ``--drain``
-   events ingested up front;
+   effect per event to the recorder stand-in, served by its own process on the
+   other CPUs (``--vendor-in-process`` serves it from a thread of the hub's
+   process instead, on the hub's core); then a drain of ``--drain`` events
+   ingested up front;
 2. PostgreSQL with 1 and then 2 ``accord worker`` subprocesses (skipped, with the
    reason, when the server does not answer);
 3. a backfill of ``--backfill`` time-entry events, bulk-ingested in chunks of
@@ -40,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 from sqlalchemy import Engine, func, select
 
 from accord.bootstrap import Hub, build_hub
@@ -303,12 +306,68 @@ def _runtime_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+class RecorderProcess:
+    """The recorder stand-in as its own process (``accord sandbox serve recorder``).
+
+    The fake vendor is another system: in its own process it takes no time of the
+    hub's core, as a real vendor would not. It runs on the CPUs the hub is not
+    pinned to (on a one-CPU machine, on that CPU)."""
+
+    def __init__(self, avoid_cpu: int | None) -> None:
+        self._avoid = avoid_cpu
+        self._proc: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    def __enter__(self) -> RecorderProcess:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "accord.cli", "sandbox", "serve", "recorder", "--port", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        if hasattr(os, "sched_setaffinity"):
+            others = os.sched_getaffinity(0) | set(range(os.cpu_count() or 1))
+            others.discard(self._avoid if self._avoid is not None else -1)
+            if others:
+                os.sched_setaffinity(self._proc.pid, others)
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if " on http://" not in line:
+            self._proc.kill()
+            raise RuntimeError(f"the recorder process did not start: {line.strip()!r}")
+        self.url = line.split(" on ", 1)[1].split()[0]
+        return self
+
+    def stats(self) -> dict[str, Any]:
+        answer: dict[str, Any] = httpx.get(f"{self.url}/v1/stats", timeout=30).json()
+        return answer
+
+    def __exit__(self, *exc: object) -> None:
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+
+
+Recorder = RecorderServer | RecorderProcess
+
+
+def recorder_for(args: argparse.Namespace, *, hub_pinned: bool = True) -> Recorder:
+    """Where the effects go: a recorder process (default) or a thread of this process."""
+    if args.vendor_in_process:
+        return RecorderServer()
+    return RecorderProcess(args.pinned_cpu if hub_pinned else None)
+
+
 @contextmanager
 def embedded_hub(
     args: argparse.Namespace,
     directory: Path,
     name: str,
-    recorder: RecorderServer,
+    recorder: Recorder,
     *,
     policy: OwnershipPolicy,
     routes: list[Route],
@@ -364,7 +423,7 @@ def _intake(hub: Hub, rate: float, seconds: float, out: dict[str, Any]) -> None:
 
 def measure_sustained(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     with (
-        RecorderServer() as recorder,
+        recorder_for(args) as recorder,
         embedded_hub(
             args, directory, "sustained.db", recorder, policy=ACCOUNT_POLICY, routes=[ACCOUNT_ROUTE]
         ) as hub,
@@ -411,7 +470,7 @@ def measure_sustained(args: argparse.Namespace, directory: Path) -> dict[str, An
 
 def measure_drain(args: argparse.Namespace, directory: Path) -> dict[str, Any]:
     with (
-        RecorderServer() as recorder,
+        recorder_for(args) as recorder,
         embedded_hub(
             args,
             directory,
@@ -533,7 +592,7 @@ def measure_pg(args: argparse.Namespace, workers: int, directory: Path) -> dict[
     procs: list[subprocess.Popen[bytes]] = []
     result: dict[str, Any] = {"workers": workers, "events": args.pg_events, "database": name}
     try:
-        with RecorderServer() as recorder:
+        with recorder_for(args, hub_pinned=False) as recorder:
             run_dir = directory / f"pg-{workers}"
             run_dir.mkdir()
             config = _worker_config(run_dir, database_url, recorder.url, args)
@@ -622,7 +681,7 @@ def measure_backfill(args: argparse.Namespace, directory: Path) -> dict[str, Any
     total = args.backfill
     routes = [ACCOUNT_ROUTE, TIME_ENTRY_ROUTE] if args.backfill_effects else [ACCOUNT_ROUTE]
     with (
-        RecorderServer() as recorder,
+        recorder_for(args) as recorder,
         embedded_hub(
             args,
             directory,
@@ -879,7 +938,8 @@ def report(f: dict[str, Any]) -> str:
     s = f.get("sustained")
     if s:
         out += [
-            "1. embedded SQLite, sustained (one process, one core, recorder in process)",
+            "1. embedded SQLite, sustained (the hub in one process on one core; fake vendor:"
+            f" {f['vendor']})",
             f"  intake {s['intake_events']:,} events in {s['intake_s']:.1f} s"
             f" → {_fmt(s['intake_events_per_s'], '/s')} achieved"
             f" (offered {s['target_rate']:,}/s for {s['seconds']:g} s)"
@@ -907,7 +967,10 @@ def report(f: dict[str, Any]) -> str:
         ]
     pg = f.get("postgres")
     if pg is not None:
-        out.append("2. PostgreSQL, accord worker subprocesses, recorder in the bench process")
+        out.append(
+            "2. PostgreSQL, accord worker subprocesses; fake vendor:"
+            + (" a thread of the bench process" if f["vendor"] != "own process" else " own process")
+        )
         if pg.get("skipped"):
             out.append(f"  skipped: {pg['skipped']}")
         for run in pg.get("runs", []):
@@ -1008,6 +1071,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         metavar="S",
         help="how long to wait for a backlog to be processed",
     )
+    parser.add_argument(
+        "--vendor-in-process",
+        action="store_true",
+        help="serve the fake vendor from a thread of the hub's process (on its core)"
+        " instead of its own process",
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run")
     parser.add_argument("--skip-pg", action="store_true")
     parser.add_argument("--skip-backfill", action="store_true")
@@ -1043,12 +1112,14 @@ def _pin() -> tuple[set[int], int | None, Callable[[], None], Callable[[], None]
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     allowed, first_cpu, pin, unpin = _pin()
+    args.pinned_cpu = first_cpu
     figures: dict[str, Any] = {
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "allowed_cpus": sorted(allowed),
         "pinned_cpu": first_cpu,
         "quick": args.quick,
+        "vendor": "thread of the hub's process" if args.vendor_in_process else "own process",
         "runtime": _runtime_settings(args),
         "targets": {
             "sustained_events_per_s": TARGET_EVENTS_PER_S,

@@ -1,6 +1,7 @@
 """CPU time per event in each phase of the runtime, without DBOS: where an event's cost goes.
 
-Builds a hub on a fresh SQLite file with one ERP route to an in-process recorder,
+Builds a hub on a fresh SQLite file with one ERP route to the recorder stand-in (its
+own process, so that its work is not counted),
 ingests ``--events`` account events (``ingest_many``) and ``--single`` more one
 transaction each, then claims, applies, performs the effects of and publishes
 them in batches of ``--batch`` in this thread, timing each phase with
@@ -22,8 +23,7 @@ from pathlib import Path
 from accord.bootstrap import build_hub
 from accord.config import Settings
 from accord.runtime.http_vendor import IdempotentHttpVendor
-from accord.sandbox.recorder import RecorderServer
-from bench_runtime import ACCOUNT_POLICY, ACCOUNT_ROUTE, account_event
+from bench_runtime import ACCOUNT_POLICY, ACCOUNT_ROUTE, RecorderProcess, account_event
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single", type=int, default=2_000)
     parser.add_argument("--batch", type=int, default=100)
     args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory() as directory, RecorderServer() as recorder:
+    with tempfile.TemporaryDirectory() as directory, RecorderProcess(None) as recorder:
         settings = Settings.model_validate(
             {"database_url": f"sqlite:///{Path(directory) / 'phases.db'}"}
         )

@@ -18,6 +18,7 @@ Two kinds are used:
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 import uuid
@@ -82,5 +83,10 @@ def deterministic_id(namespace: str, *key: str) -> str:
         raise InvalidInput("at least one key part is required", field="key")
     if any(_KEY_SEPARATOR in part for part in (namespace, *key)):
         raise InvalidInput("key parts must not contain the unit separator", field="key")
-    scope = uuid.uuid5(_ACCORD_NAMESPACE, namespace)
-    return str(uuid.uuid5(scope, _KEY_SEPARATOR.join(key)))
+    return str(uuid.uuid5(_scope(namespace), _KEY_SEPARATOR.join(key)))
+
+
+@functools.lru_cache(maxsize=256)
+def _scope(namespace: str) -> uuid.UUID:
+    """The UUID5 namespace of ``namespace`` (a handful exist; derived once each)."""
+    return uuid.uuid5(_ACCORD_NAMESPACE, namespace)

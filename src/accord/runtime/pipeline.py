@@ -285,6 +285,9 @@ _MARK_DONE = Prepared(
     "UPDATE inbox SET status = {p}, processed_at = {p}, error = NULL, outcome = {json}"
     " WHERE seq = {p}"
 )
+_EFFECT_ATTEMPTED = Prepared(
+    "UPDATE effects SET attempts = attempts + 1, updated_at = {p} WHERE idempotency_key = {p}"
+)
 _EFFECT_DONE = Prepared(
     "UPDATE effects SET status = {p}, external_id = {p}, result = {json}, error = NULL,"
     " updated_at = {p} WHERE idempotency_key = {p} AND status <> {p}"
@@ -968,13 +971,8 @@ class Pipeline:
         assert vendor is not None
         keys = [effect.key for effect in batch]
         with self.engine.begin() as conn:
-            attempted = utc_now()
-            for start in range(0, len(keys), 500):
-                conn.execute(
-                    update(effects)
-                    .where(effects.c.idempotency_key.in_(keys[start : start + 500]))
-                    .values(attempts=effects.c.attempts + 1, updated_at=attempted)
-                )
+            attempted = db_time(conn, utc_now())
+            _EFFECT_ATTEMPTED.run_many(conn, [(attempted, key) for key in keys])
         leftovers: list[Effect] = []
         done: list[tuple[str, str | None, str]] = []
         try:
