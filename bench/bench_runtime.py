@@ -36,9 +36,9 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +235,30 @@ def retry_figures(engine: Engine) -> dict[str, int]:
         }
 
 
+#: The first second of intake is left out of the steady rate (the first batches
+#: fill and the pipeline warms up).
+STEADY_WARMUP_S = 1.0
+
+
+def _steady_rate(rows: Sequence[Any], done_ends: Sequence[datetime]) -> float | None:
+    """Events whose effects were done while intake still ran, per second.
+
+    The window runs from one second after the first event arrived to the last
+    arrival. A hub that keeps up completes events at the offered rate within
+    it; one that falls behind completes them at its own capacity, with the
+    backlog growing.
+    """
+    received = [row[0] for row in rows]
+    if not received or not done_ends:
+        return None
+    start = min(received) + timedelta(seconds=STEADY_WARMUP_S)
+    stop = max(received)
+    window = (stop - start).total_seconds()
+    if window <= 0:
+        return None
+    return _rate(sum(1 for end in done_ends if start <= end <= stop), window)
+
+
 def ledger_figures(engine: Engine) -> dict[str, Any]:
     """Throughput and intake-to-effect latency, read back from the store.
 
@@ -252,6 +276,7 @@ def ledger_figures(engine: Engine) -> dict[str, Any]:
         )
         rows = conn.execute(select(inbox.c.received_at, inbox.c.status, inbox.c.outcome)).all()
     latencies: list[float] = []
+    done_ends: list[datetime] = []
     events = len(rows)
     without_effects = not_done = 0
     first_received: datetime | None = None
@@ -272,7 +297,9 @@ def ledger_figures(engine: Engine) -> dict[str, Any]:
         end = max(at for at in finished if at is not None)
         last_done = end if last_done is None else max(last_done, end)
         latencies.append((end - received_at).total_seconds())
+        done_ends.append(end)
     latencies.sort()
+    steady = _steady_rate(rows, done_ends)
     span = (
         (last_done - first_received).total_seconds()
         if first_received is not None and last_done is not None
@@ -287,6 +314,7 @@ def ledger_figures(engine: Engine) -> dict[str, Any]:
         "effects_done": len(done_at),
         "end_to_end_s": None if span is None else round(span, 3),
         "end_to_end_events_per_s": _rate(done, span),
+        "steady_events_per_s": steady,
         "latency_ms": {
             "p50": _ms(_percentile(latencies, 50)),
             "p95": _ms(_percentile(latencies, 95)),
@@ -812,6 +840,22 @@ def _n8n(value: float | None) -> str:
     return "n/a" if not value else f"{value / N8N_EXECUTIONS_PER_S:.1f}×"
 
 
+def keeps_up(s: dict[str, Any]) -> bool:
+    """Whether the hub sustained the target: offered at least the target, it took
+    the events in and completed them at (within 1 % of) the offered rate while
+    intake ran, with less than half a second of events waiting when intake
+    stopped, and processed them all afterwards."""
+    offered = s["target_rate"]
+    steady = s["steady_events_per_s"] or 0.0
+    return bool(
+        offered >= TARGET_EVENTS_PER_S
+        and (s["intake_events_per_s"] or 0.0) >= 0.99 * offered
+        and steady >= 0.99 * offered
+        and s["backlog_when_intake_stopped"] < 0.5 * offered
+        and s["settled"]
+    )
+
+
 def summary_rows(f: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     """(figure, measured, target, verdict, ratio to n8n) rows."""
     rows: list[tuple[str, str, str, str, str]] = []
@@ -822,19 +866,20 @@ def summary_rows(f: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         offered = f"offered {s['target_rate']:,}/s"
         rows += [
             (
-                f"embedded intake ({offered})",
+                f"embedded intake achieved ({offered})",
                 _fmt(s["intake_events_per_s"], "/s"),
-                f"≥ {TARGET_EVENTS_PER_S:,}/s",
-                _verdict(s["intake_events_per_s"] >= TARGET_EVENTS_PER_S),
+                "—",
+                "—",
                 "",
             ),
             (
-                "embedded end to end, 1 core",
-                _fmt(e2e, "/s"),
-                f"≥ {TARGET_EVENTS_PER_S:,}/s",
-                _verdict(e2e is not None and e2e >= TARGET_EVENTS_PER_S and s["settled"]),
-                _n8n(e2e),
+                "embedded sustained, 1 core: completed while intake ran",
+                _fmt(s["steady_events_per_s"], "/s"),
+                f"keeps up with {TARGET_EVENTS_PER_S:,}/s",
+                _verdict(keeps_up(s)),
+                _n8n(s["steady_events_per_s"]),
             ),
+            ("embedded end to end (first intake → last effect)", _fmt(e2e, "/s"), "—", "—", ""),
             (
                 "embedded latency p99",
                 _fmt(p99, " ms", 1),
@@ -946,6 +991,9 @@ def report(f: dict[str, Any]) -> str:
             + (f"; intake error {s['intake_error']}" if s["intake_error"] else ""),
             f"  backlog when intake stopped {s['backlog_when_intake_stopped']:,} events;"
             f" all processed: {'yes' if s['settled'] else 'NO (settle timeout)'}",
+            f"  completed while intake ran (from its second second):"
+            f" {_fmt(s['steady_events_per_s'], ' events/s')}"
+            f" → {'keeps up with' if keeps_up(s) else 'does NOT keep up with'} the offered rate",
             f"  end to end {s['events_effect_done']:,} events with their effect done in"
             f" {_fmt(s['end_to_end_s'], ' s', 2)} (first intake → last effect done)"
             f" → {_fmt(s['end_to_end_events_per_s'], ' events/s')}",
@@ -1046,7 +1094,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     defaults = RuntimeSettings()
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=5_000, help="offered intake events/s")
-    parser.add_argument("--seconds", type=float, default=10.0, help="intake duration")
+    parser.add_argument("--seconds", type=float, default=60.0, help="intake duration")
     parser.add_argument("--drain", type=int, default=20_000, metavar="N")
     parser.add_argument("--pg-events", type=int, default=20_000, metavar="N")
     parser.add_argument("--backfill", type=int, default=1_000_000, metavar="N")
