@@ -468,6 +468,34 @@ def test_new_records_get_ids_that_sort_by_creation_time(engine: Engine, pipeline
     assert ids[0][:10] <= ids[1][:10] <= ids[2][:10]  # the 48-bit time part
 
 
+def test_effect_keys_sort_in_the_order_of_the_events_that_made_them(
+    engine: Engine, pipeline: Pipeline
+) -> None:
+    # events of existing records (an update) and of new ones, in one batch and in two
+    for i in range(6):
+        pipeline.ingest("crm", f"k-{i}", "account.updated", _event(20 + i % 4, f"K{i}"))
+    with engine.begin() as conn:
+        seqs = sorted(seq for seq, _ in Inbox(conn).claim_seqs(3, lease=timedelta(seconds=30)))
+    first = pipeline.apply_batch(seqs)
+    with engine.begin() as conn:
+        rest = sorted(seq for seq, _ in Inbox(conn).claim_seqs(10, lease=timedelta(seconds=30)))
+    second = pipeline.apply_batch(rest)
+    assert first.dead == second.dead == 0
+    with engine.connect() as conn:
+        rows = conn.execute(select(inbox.c.seq, inbox.c.outcome).order_by(inbox.c.seq)).all()
+        stored = set(conn.execute(select(effects.c.idempotency_key)).scalars())
+    keys = [key for row in rows for key in row.outcome["effects"]]
+    assert len(keys) == 6 and set(keys) == stored
+    assert keys == sorted(keys)  # the ledger's index grows at its end
+    again = [
+        key
+        for row in rows
+        for key in [row.outcome["effects"][0]]
+        if key[4:16] == f"{row.seq:012x}"  # the event's seq leads each key
+    ]
+    assert again == keys
+
+
 def test_two_workers_meeting_one_new_external_key_make_one_record(postgres_url: str) -> None:
     """Both map an event about the same new account at the same moment (a barrier
     inside the mapping): one links its id, the other finds that link and applies

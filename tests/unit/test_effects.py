@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from accord.errors import InvalidInput
 from accord.runtime.effects import (
@@ -14,6 +16,7 @@ from accord.runtime.effects import (
     EffectFailed,
     MemoryLedger,
     effect_key,
+    ordered_effect_key,
     request_digest,
 )
 from accord.runtime.http_vendor import IdempotentHttpVendor
@@ -51,6 +54,33 @@ def test_effect_key_is_derived_from_what_it_is_about() -> None:
     assert effect_key("erp", "create", "a1") == effect_key("erp", "create", "a1")
     assert effect_key("erp", "create", "a1") != effect_key("erp", "create", "a2")
     assert effect_key("erp", "create", "a", "b") != effect_key("erp", "create", "ab")
+
+
+@given(
+    orders=st.lists(st.integers(min_value=0, max_value=16**12 - 1), min_size=2, max_size=20),
+    ids=st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=3),
+)
+def test_ordered_effect_keys_sort_by_their_order_and_stay_derived(
+    orders: list[int], ids: list[str]
+) -> None:
+    keys = [ordered_effect_key(order, "erp", "upsert", *ids) for order in orders]
+    # the same form as any effect key, and the same key for the same inputs
+    assert all(len(key) == len(effect_key("erp", "upsert", *ids)) for key in keys)
+    assert keys == [ordered_effect_key(order, "erp", "upsert", *ids) for order in orders]
+    # plain string order is the order given
+    by_key = sorted(zip(keys, orders, strict=True))
+    assert [order for _, order in by_key] == sorted(orders)
+
+
+def test_ordered_effect_keys_differ_by_what_they_are_about() -> None:
+    assert ordered_effect_key(7, "erp", "upsert", "a", "1") != ordered_effect_key(
+        7, "erp", "upsert", "a", "2"
+    )
+    assert ordered_effect_key(7, "erp", "upsert", "a") != ordered_effect_key(
+        7, "crm", "upsert", "a"
+    )
+    with pytest.raises(ValueError, match="does not fit"):
+        ordered_effect_key(16**12, "erp", "upsert", "a")
 
 
 def test_every_effect_lands_exactly_once_despite_errors_throttling_and_lost_responses(

@@ -51,7 +51,7 @@ from accord.runtime.effects import (
     EffectFailed,
     EffectOutcome,
     LedgerEntry,
-    effect_key,
+    ordered_effect_key,
 )
 from accord.store import (
     Effects,
@@ -764,7 +764,8 @@ class Pipeline:
                             "version": version[key],
                             "fields": fields,
                         }
-                        effect_id = effect_key(
+                        effect_id = ordered_effect_key(
+                            event.seq,
                             route.target,
                             route.operation,
                             upsert.entity_type,
