@@ -17,10 +17,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
 from accord.errors import InvalidInput
 from accord.events.stream import MemoryStream
@@ -573,6 +574,59 @@ def test_publishing_from_memory_gives_the_changes_the_store_holds(
         assert applier._recent.take_many(outcome.changes) == {}
         assert applier.publish(outcome.changes) == 3
         assert [c for _, c in applier.stream.replay()] == from_memory  # type: ignore[union-attr]
+    finally:
+        vendor.close()
+
+
+def test_intents_handed_over_in_memory_send_what_the_ledger_holds(engine: Engine) -> None:
+    """Deliver performs the intents its apply step just recorded from memory; a
+    pipeline that did not apply them (recovery, another worker) reads them from
+    the ledger. Both must send the vendor exactly the same items."""
+    sent: list[list[dict[str, Any]]] = []
+
+    def vendor_api(request: httpx.Request) -> httpx.Response:
+        items = json.loads(request.content)["items"]
+        sent.append(items)
+        results = [
+            {"id": f"obj_{i}", "idempotency_key": item["idempotency_key"]}
+            for i, item in enumerate(items)
+        ]
+        return httpx.Response(200, json={"results": results})
+
+    vendor = IdempotentHttpVendor("http://vendor.test", transport=httpx.MockTransport(vendor_api))
+    route = [Route("account", "erp", "upsert_customer")]
+    applier = Pipeline(
+        engine, POLICY, EffectExecutor(SqlLedger(engine), {"erp": vendor}), routes=route
+    )
+    other = Pipeline(
+        engine, POLICY, EffectExecutor(SqlLedger(engine), {"erp": vendor}), routes=route
+    )
+    try:
+        applier.ingest("crm", "h-1", "account.updated", _event(1, "Ünï", seats=3))
+        applier.ingest("crm", "h-2", "account.updated", _event(1, "Ünï", seats=4.5))
+        applier.ingest("crm", "h-3", "account.updated", _event(2, "Other", tags=["a", None]))
+        with engine.begin() as conn:
+            seqs = sorted(s for s, _ in Inbox(conn).claim_seqs(10, lease=timedelta(seconds=30)))
+        outcome = applier.apply_batch(seqs)
+        assert len(outcome.effects) == 3
+        assert applier.run_effects(outcome.effects) == {"done": 3, "replayed": 0, "dead": 0}
+        assert applier._fresh.take_many(outcome.effects) == {}  # taken once
+        # as if recorded and never performed, for a process that did not apply them
+        with engine.begin() as conn:
+            conn.execute(
+                update(effects).values(status="intent", attempts=0, external_id=None, result=None)
+            )
+        assert other.run_effects(outcome.effects) == {"done": 3, "replayed": 0, "dead": 0}
+        assert len(sent) == 2
+        assert sent[0] == sent[1]
+        assert [item["idempotency_key"] for item in sent[0]] == outcome.effects
+        with engine.connect() as conn:
+            rows = conn.execute(select(effects).order_by(effects.c.idempotency_key)).all()
+        assert [(r.status, r.attempts) for r in rows] == [("done", 1)] * 3
+        assert [r.request for r in rows] == [item["body"] for item in sent[0]]
+        # performed: a third run sends nothing
+        assert applier.run_effects(outcome.effects)["replayed"] == 3
+        assert len(sent) == 2
     finally:
         vendor.close()
 

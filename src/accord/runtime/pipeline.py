@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import structlog
 from sqlalchemy import Connection, Engine, Table, select, update
@@ -447,39 +447,42 @@ class _Version:
     at: datetime
 
 
-#: Versions the pipeline keeps in memory after applying them, for publish.
-RECENT_VERSIONS = 20_000
+#: What the pipeline holds in memory between a batch's steps (versions applied
+#: and not yet published, intents recorded and not yet performed), at most.
+HELD_LIMIT = 20_000
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
-class _RecentVersions:
-    """Record versions this process applied and has not published yet.
+class _Held(Generic[_K, _V]):
+    """What this process's apply step handed to its deliver step, in memory.
 
-    Publish takes them out; the limit only bounds what a stream that stopped
-    being published to could leave behind (the oldest go first).
+    Deliver takes the items out; an item not held (a batch recovered after a
+    crash, applied by another worker, retried) is read from the store instead.
+    The limit only bounds what a step that never ran could leave behind (the
+    oldest go first).
     """
 
-    def __init__(self, limit: int = RECENT_VERSIONS) -> None:
+    def __init__(self, limit: int = HELD_LIMIT) -> None:
         self._limit = limit
-        self._versions: dict[tuple[str, str, int], _Version] = {}
+        self._items: dict[_K, _V] = {}
         self._lock = threading.Lock()
 
-    def add(self, items: Iterable[tuple[tuple[str, str, int], _Version]]) -> None:
+    def add(self, items: Iterable[tuple[_K, _V]]) -> None:
         with self._lock:
-            versions = self._versions
-            versions.update(items)
-            excess = len(versions) - self._limit
+            held = self._items
+            held.update(items)
+            excess = len(held) - self._limit
             if excess > 0:
-                for key in list(itertools.islice(versions, excess)):
-                    del versions[key]
+                for key in list(itertools.islice(held, excess)):
+                    del held[key]
 
-    def take_many(
-        self, keys: Iterable[tuple[str, str, int]]
-    ) -> dict[tuple[str, str, int], _Version]:
-        """The versions of ``keys`` held here, no longer held once taken (a
-        publish that has to run again reads them from the store)."""
+    def take_many(self, keys: Iterable[_K]) -> dict[_K, _V]:
+        """The items of ``keys`` held here, no longer held once taken."""
         with self._lock:
-            versions = self._versions
-            return {key: versions.pop(key) for key in keys if key in versions}
+            held = self._items
+            return {key: held.pop(key) for key in keys if key in held}
 
 
 class Pipeline:
@@ -507,7 +510,9 @@ class Pipeline:
         self.actor = actor
         #: Batches that had to be applied one event at a time (a health signal).
         self.fallbacks = 0
-        self._recent = _RecentVersions()
+        self._recent: _Held[tuple[str, str, int], _Version] = _Held()
+        # intents recorded by apply, untried: deliver need not read them back
+        self._fresh: _Held[str, Effect] = _Held()
         self._intake = InboxIntake.for_engine(engine)
         # events this process has stored, ever: dispatchers wait on it instead of
         # polling the inbox while a batch fills or while there is nothing to do
@@ -688,6 +693,7 @@ class Pipeline:
             expected: list[int] = []
             audit: list[tuple[str, str, str, Mapping[str, Any] | CanonicalText | None]] = []
             intents: list[tuple[Any, ...]] = []
+            fresh: list[tuple[str, Effect]] = []
             outcomes: list[tuple[Any, ...]] = []
             exceptions = Exceptions(conn)
             now = utc_now()
@@ -773,6 +779,18 @@ class Pipeline:
                             str(version[key]),
                         )
                         request_text = _request_text(request)
+                        fresh.append(
+                            (
+                                effect_id,
+                                Effect(
+                                    route.target,
+                                    route.operation,
+                                    effect_id,
+                                    request,
+                                    event.trace_id,
+                                ),
+                            )
+                        )
                         intents.append(
                             (
                                 effect_id,
@@ -798,7 +816,8 @@ class Pipeline:
             echo.flush()
             _INTEND.run_many(conn, intents)
             _MARK_DONE.run_many(conn, outcomes)
-        # committed: publish can take these versions from memory, not read them back
+        # committed: deliver can take the intents and the versions from memory
+        self._fresh.add(fresh)
         if self.stream is not None:
             self._recent.add(
                 (
@@ -906,25 +925,38 @@ class Pipeline:
         """
         counts = {"done": 0, "replayed": 0, "dead": 0}
         wanted = list(dict.fromkeys(keys))
+        # intents this process's apply step just recorded are untried: no need
+        # to read them back; any other is read, with its status, from the ledger
+        fresh = self._fresh.take_many(wanted)
         rows: dict[str, Any] = {}
-        with self.engine.connect() as conn:
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                for row in conn.execute(
-                    select(
-                        effects.c.idempotency_key,
-                        effects.c.system,
-                        effects.c.operation,
-                        effects.c.status,
-                        effects.c.attempts,
-                        effects.c.request,
-                        effects.c.trace_id,
-                    ).where(effects.c.idempotency_key.in_(chunk))
-                ):
-                    rows[row.idempotency_key] = row
+        unknown = [key for key in wanted if key not in fresh]
+        if unknown:
+            with self.engine.connect() as conn:
+                for start in range(0, len(unknown), 500):
+                    chunk = unknown[start : start + 500]
+                    for row in conn.execute(
+                        select(
+                            effects.c.idempotency_key,
+                            effects.c.system,
+                            effects.c.operation,
+                            effects.c.status,
+                            effects.c.attempts,
+                            effects.c.request,
+                            effects.c.trace_id,
+                        ).where(effects.c.idempotency_key.in_(chunk))
+                    ):
+                        rows[row.idempotency_key] = row
         single: list[Effect] = []
         batches: dict[str, list[Effect]] = {}
         for key in wanted:
+            held = fresh.get(key)
+            if held is not None:
+                vendor = self.executor.vendor(held.system)
+                if vendor is not None and vendor.batch_size:
+                    batches.setdefault(held.system, []).append(held)
+                else:
+                    single.append(held)
+                continue
             entry = rows.get(key)
             if entry is None:
                 continue
