@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select, update
 
@@ -54,6 +54,7 @@ from accord.store import (
 )
 from accord.store.audit import entry_hash
 from accord.store.fast import Prepared, db_time, json_strings
+from accord.store.repo import keyed_rows, keys_in
 from accord.store.tables import echo_records, effects, inbox, record_versions, records, xref
 
 POLICY = load_policy(
@@ -248,6 +249,53 @@ def test_put_many_matches_put(engine: Engine) -> None:
         ]
         assert type(history[1].data["n"]) is float
         assert repo.history("account", "b")[0].trace_id == "trace-1"
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    stored=st.lists(
+        st.tuples(st.sampled_from(["crm", "erp", "ü'\"x"]), st.text(max_size=6)),
+        max_size=12,
+        unique=True,
+    ),
+    asked=st.lists(
+        st.tuples(st.sampled_from(["crm", "erp", "ü'\"x", "psa"]), st.text(max_size=6)), max_size=12
+    ),
+)
+def test_keyed_rows_finds_what_keys_in_finds(
+    engine: Engine, stored: list[tuple[str, str]], asked: list[tuple[str, str]]
+) -> None:
+    """The one-statement look-up gives the rows the expression built per call gives."""
+    with engine.begin() as conn:
+        conn.execute(xref.delete())
+        for n, (system, external_id) in enumerate(stored):
+            conn.execute(
+                xref.insert().values(
+                    entity_type="account",
+                    canonical_id=f"c{n}",
+                    system=system,
+                    external_object="Account",
+                    external_id=external_id,
+                )
+            )
+        keys = [(system, "Account", external_id) for system, external_id in asked]
+        for lock in (False, True):
+            fast = keyed_rows(
+                conn, xref, ("system", "external_object", "external_id"), keys, lock=lock
+            )
+            expected = (
+                conn.execute(
+                    select(xref).where(
+                        keys_in((xref.c.system, xref.c.external_object, xref.c.external_id), keys)
+                    )
+                ).all()
+                if keys
+                else []
+            )
+            assert sorted(map(tuple, fast)) == sorted(map(tuple, expected))
+        conn.execute(xref.delete())
 
 
 def test_append_many_chains_like_append(engine: Engine) -> None:

@@ -65,7 +65,7 @@ from accord.store import (
 )
 from accord.store.audit import CanonicalText, canonical_json
 from accord.store.fast import Prepared, db_time, json_strings
-from accord.store.repo import keys_in, utc_now
+from accord.store.repo import keyed_rows, keys_in, utc_now
 from accord.store.tables import (
     EffectStatus,
     InboxStatus,
@@ -166,14 +166,8 @@ class BulkEcho(EchoMemory):
         self._state: dict[tuple[str, str], dict[str, dict[str, list[str | None]]]] = {}
         self._dirty: set[tuple[str, str]] = set()
         wanted = sorted(set(keys))
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            for row in conn.execute(
-                select(
-                    echo_records.c.entity_type, echo_records.c.entity_id, echo_records.c.state
-                ).where(keys_in((echo_records.c.entity_type, echo_records.c.entity_id), chunk))
-            ):
-                self._state[(row.entity_type, row.entity_id)] = row.state
+        for row in keyed_rows(conn, echo_records, ("entity_type", "entity_id"), wanted):
+            self._state[(row.entity_type, row.entity_id)] = row.state
 
     def load(self, key: EchoKey) -> FieldSync | None:
         found = self._field(key.system, key.entity_type, key.entity_id, key.field)
@@ -325,16 +319,10 @@ def _linked_ids(
     conn: Connection, keys: Sequence[tuple[str, str, str]]
 ) -> dict[tuple[str, str, str], str]:
     """The canonical id the xref links to each (system, object, external id) it holds."""
-    ids: dict[tuple[str, str, str], str] = {}
-    for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
-        for row in conn.execute(
-            select(
-                xref.c.system, xref.c.external_object, xref.c.external_id, xref.c.canonical_id
-            ).where(keys_in((xref.c.system, xref.c.external_object, xref.c.external_id), chunk))
-        ):
-            ids[(row.system, row.external_object, row.external_id)] = row.canonical_id
-    return ids
+    return {
+        (row.system, row.external_object, row.external_id): row.canonical_id
+        for row in keyed_rows(conn, xref, ("system", "external_object", "external_id"), keys)
+    }
 
 
 def _dead_letter(
