@@ -636,7 +636,17 @@ class Pipeline:
                 # take SQLite's write lock before reading, so nothing moves underneath
                 conn.execute(update(audit_head).where(audit_head.c.id == 1).values(id=1))
             rows = conn.execute(
-                select(inbox)
+                # only what applying needs: the timestamps would each be parsed per row
+                select(
+                    inbox.c.seq,
+                    inbox.c.status,
+                    inbox.c.outcome,
+                    inbox.c.system,
+                    inbox.c.event_id,
+                    inbox.c.event_type,
+                    inbox.c.payload,
+                    inbox.c.trace_id,
+                )
                 .where(inbox.c.seq.in_(list(seqs)))
                 .order_by(inbox.c.seq)
                 .with_for_update()
