@@ -251,17 +251,21 @@ def test_put_many_matches_put(engine: Engine) -> None:
         assert repo.history("account", "b")[0].trace_id == "trace-1"
 
 
+#: Key text as both databases store it (PostgreSQL's text refuses NUL).
+_KEY_TEXT = st.text(st.characters(blacklist_characters="\x00"), max_size=6)
+
+
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     stored=st.lists(
-        st.tuples(st.sampled_from(["crm", "erp", "ü'\"x"]), st.text(max_size=6)),
+        st.tuples(st.sampled_from(["crm", "erp", "ü'\"x"]), _KEY_TEXT),
         max_size=12,
         unique=True,
     ),
     asked=st.lists(
-        st.tuples(st.sampled_from(["crm", "erp", "ü'\"x", "psa"]), st.text(max_size=6)), max_size=12
+        st.tuples(st.sampled_from(["crm", "erp", "ü'\"x", "psa"]), _KEY_TEXT), max_size=12
     ),
 )
 def test_keyed_rows_finds_what_keys_in_finds(
@@ -281,6 +285,7 @@ def test_keyed_rows_finds_what_keys_in_finds(
                 )
             )
         keys = [(system, "Account", external_id) for system, external_id in asked]
+        keys += keys[:2]  # a key asked twice finds its row once
         for lock in (False, True):
             fast = keyed_rows(
                 conn, xref, ("system", "external_object", "external_id"), keys, lock=lock

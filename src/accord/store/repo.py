@@ -258,7 +258,7 @@ def keyed_rows(
     UPDATE`` on PostgreSQL (SQLite's transactions lock the whole database).
     """
     names = tuple(key_columns)
-    wanted = list(keys)
+    wanted = list(dict.fromkeys(tuple(key) for key in keys))  # a key twice: its rows once
     if not wanted:
         return []
     dialect = conn.dialect.name
