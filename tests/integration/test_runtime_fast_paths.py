@@ -251,8 +251,8 @@ def test_put_many_matches_put(engine: Engine) -> None:
         assert repo.history("account", "b")[0].trace_id == "trace-1"
 
 
-#: Key text as both databases store it (PostgreSQL's text refuses NUL).
-_KEY_TEXT = st.text(st.characters(blacklist_characters="\x00"), max_size=6)
+#: Key text as both databases store it (UTF-8; PostgreSQL's text refuses NUL).
+_KEY_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=6)
 
 
 @settings(
