@@ -456,10 +456,10 @@ def outbound(
     for name, value in record.items():
         if name == ID_FIELD or rules.rule(name).owner == target_system:
             continue
-        if echo is not None and echo.last_seen(target_system, entity_type, key, name) == digest(
-            value
-        ):
-            continue
+        if echo is not None:
+            seen = echo.last_seen(target_system, entity_type, key, name)
+            if seen is not None and seen == digest(value):
+                continue
         out[name] = value
     return out
 
