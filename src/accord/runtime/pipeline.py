@@ -947,25 +947,22 @@ class Pipeline:
         single: list[Effect] = []
         batches: dict[str, list[Effect]] = {}
         for key in wanted:
-            held = fresh.get(key)
-            if held is not None:
-                vendor = self.executor.vendor(held.system)
-                if vendor is not None and vendor.batch_size:
-                    batches.setdefault(held.system, []).append(held)
-                else:
-                    single.append(held)
-                continue
-            entry = rows.get(key)
-            if entry is None:
-                continue
-            if entry.status == EffectStatus.DONE.value:
-                counts["replayed"] += 1
-                continue
-            effect = Effect(entry.system, entry.operation, key, entry.request or {}, entry.trace_id)
-            vendor = self.executor.vendor(entry.system)
-            untried = entry.status == EffectStatus.INTENT.value and entry.attempts == 0
+            effect = fresh.get(key)
+            untried = True
+            if effect is None:
+                entry = rows.get(key)
+                if entry is None:
+                    continue
+                if entry.status == EffectStatus.DONE.value:
+                    counts["replayed"] += 1
+                    continue
+                effect = Effect(
+                    entry.system, entry.operation, key, entry.request or {}, entry.trace_id
+                )
+                untried = entry.status == EffectStatus.INTENT.value and entry.attempts == 0
+            vendor = self.executor.vendor(effect.system)
             if vendor is not None and vendor.batch_size and untried:
-                batches.setdefault(entry.system, []).append(effect)
+                batches.setdefault(effect.system, []).append(effect)
             else:
                 single.append(effect)
         for system, batch in batches.items():

@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import Connection, CursorResult
 
-__all__ = ["SQLITE_DATETIME", "Prepared", "db_time", "json_strings"]
+__all__ = ["SQLITE_DATETIME", "Prepared", "db_time", "json_strings", "unsupported_dialect"]
 
 #: How SQLAlchemy stores a UTC timestamp on SQLite (text that sorts in time order).
 SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
@@ -40,7 +40,8 @@ def json_strings(values: Iterable[str]) -> str:
     return "[" + ",".join(map(_encode_string, values)) + "]"
 
 
-def _unsupported(name: str) -> NotImplementedError:
+def unsupported_dialect(name: str) -> NotImplementedError:
+    """The error for a database the store does not support."""
     return NotImplementedError(f"the store supports SQLite and PostgreSQL, not {name}")
 
 
@@ -57,7 +58,7 @@ def db_time(conn: Connection, at: datetime) -> Any:
         return at.astimezone(UTC).strftime(SQLITE_DATETIME)
     if name == "postgresql":
         return at.astimezone(UTC)
-    raise _unsupported(name)
+    raise unsupported_dialect(name)
 
 
 class Prepared:
@@ -80,7 +81,7 @@ class Prepared:
         try:
             return self._texts[dialect]
         except KeyError:
-            raise _unsupported(dialect) from None
+            raise unsupported_dialect(dialect) from None
 
     def run(self, conn: Connection, params: tuple[Any, ...]) -> CursorResult[Any]:
         """Execute once with ``params``, in the caller's transaction."""

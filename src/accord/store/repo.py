@@ -41,7 +41,6 @@ from sqlalchemy import (
     Table,
     Update,
     and_,
-    bindparam,
     false,
     func,
     or_,
@@ -58,7 +57,13 @@ from accord.domain.lifecycle import Lifecycle
 from accord.errors import InvalidInput, RuleViolation, TransientError
 from accord.store.audit import canonical_json, content_digest, json_document
 from accord.store.db import is_sqlite_file
-from accord.store.fast import SQLITE_DATETIME, Prepared, db_time, json_strings
+from accord.store.fast import (
+    SQLITE_DATETIME,
+    Prepared,
+    db_time,
+    json_strings,
+    unsupported_dialect,
+)
 from accord.store.tables import (
     EffectStatus,
     ExceptionState,
@@ -200,7 +205,6 @@ def keys_in(columns: Sequence[Any], keys: Iterable[Sequence[Any]]) -> ColumnElem
 
 
 _KEYED: dict[tuple[str, tuple[str, ...], str, bool], TextualSelect] = {}
-_KEYED_LOCK = threading.Lock()
 
 
 def _keyed_statement(
@@ -219,7 +223,6 @@ def _keyed_statement(
             f"t.{name} = json_extract(k.value, '$[{i}]')" for i, name in enumerate(key_columns)
         )
         sql = f"SELECT {columns} FROM json_each(:keys) AS k JOIN {table.name} AS t ON {on}"
-        statement = text(sql)
     elif dialect == "postgresql":
         arrays = ", ".join(f"CAST(:k{i} AS text[])" for i in range(len(key_columns)))
         names = ", ".join(f"k{i}" for i in range(len(key_columns)))
@@ -228,14 +231,10 @@ def _keyed_statement(
             f"SELECT {columns} FROM unnest({arrays}) AS k({names})"
             f" JOIN {table.name} AS t ON {on}" + (" FOR UPDATE OF t" if lock else "")
         )
-        statement = text(sql).bindparams(
-            *(bindparam(f"k{i}", expanding=False) for i in range(len(key_columns)))
-        )
     else:
-        raise NotImplementedError(f"the store supports SQLite and PostgreSQL, not {dialect}")
-    typed = statement.columns(*table.c)
-    with _KEYED_LOCK:
-        _KEYED[cache_key] = typed
+        raise unsupported_dialect(dialect)
+    # built once per shape; two threads building it at once build the same statement
+    typed = _KEYED[cache_key] = text(sql).columns(*table.c)
     return typed
 
 
@@ -282,7 +281,7 @@ def _dialect_insert(conn: Connection, table: Table) -> postgresql.Insert | sqlit
         return postgresql.insert(table)
     if name == "sqlite":
         return sqlite.insert(table)
-    raise NotImplementedError(f"the store supports SQLite and PostgreSQL, not {name}")
+    raise unsupported_dialect(name)
 
 
 def _insert_new(conn: Connection, table: Table, values: Mapping[str, Any], *conflict: str) -> bool:
