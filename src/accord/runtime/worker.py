@@ -3,12 +3,16 @@
 Each dispatcher thread claims up to ``batch_size`` due events (a lease, so a
 worker that dies releases them), waits up to ``batch_wait_ms`` for a batch to
 fill, and runs :func:`~accord.runtime.workflows.process_batch` under a
-workflow id derived from the claimed sequence numbers. While a backlog lasts
-(a claim comes back full) each claim doubles, up to ``max_batch_size``, so the
-workflow's fixed cost is shared by more events; the first claim that is not
-full goes back to ``batch_size``. Any number of worker
-processes on any machines can share one PostgreSQL store: claims skip each
-other's locked rows.
+workflow id derived from the claimed sequence numbers.
+
+While a backlog lasts, batches grow up to ``max_batch_size``, so the
+workflow's fixed cost is shared by more events. On embedded SQLite the hub's
+process is the store's only worker, and a claim takes every due event up to
+that size at once: each batch is what arrived while the last one ran, and no
+event waits a round for a batch it did not fit in. Where several worker
+processes share one PostgreSQL store (claims skip each other's locked rows),
+each full claim doubles the next instead, so the workers share a burst; the
+first claim that is not full goes back to ``batch_size``.
 """
 
 from __future__ import annotations
@@ -57,6 +61,9 @@ class Worker:
         #: The size of the next claim: ``batch_size``, doubled by each full batch
         #: while a backlog lasts, up to ``max_batch_size``.
         self._limit = self.settings.batch_size
+        #: Take every due event up to ``largest_batch`` in one claim (SQLite: one
+        #: worker process) rather than doubling claims (workers sharing a store).
+        self._greedy = pipeline.engine.dialect.name == "sqlite"
         #: The arrivals mark taken before the last claim: an event stored after
         #: it wakes an idle dispatcher at once.
         self._mark = 0
@@ -65,7 +72,7 @@ class Worker:
         """Claim one batch and process it in this thread; returns the number of events."""
         settings = self.settings
         pipeline = self.pipeline
-        limit = self._limit
+        limit = settings.largest_batch if self._greedy else self._limit
         mark = self._mark = pipeline.arrivals
         claimed = pipeline.claim(limit, self.lease)
         if not claimed:
