@@ -506,6 +506,9 @@ class Pipeline:
         # polling the inbox while a batch fills or while there is nothing to do
         self._arrived = threading.Condition()
         self._arrivals = 0
+        # the arrivals count each waiting dispatcher waits for: intake wakes
+        # them only when one is reached, not on every event
+        self._targets: list[int] = []
 
     # -- intake -----------------------------------------------------------------
 
@@ -558,7 +561,9 @@ class Pipeline:
         if count:
             with self._arrived:
                 self._arrivals += count
-                self._arrived.notify_all()
+                targets = self._targets
+                if targets and self._arrivals >= min(targets):
+                    self._arrived.notify_all()
 
     def wait_for_arrivals(self, since: int, count: int, timeout: float) -> int:
         """Wait until ``count`` events have arrived in this process after the
@@ -568,12 +573,17 @@ class Pipeline:
         not counted: a caller still claims from the store when the wait ends.
         """
         deadline = time.monotonic() + timeout
+        target = since + count
         with self._arrived:
-            while self._arrivals - since < count:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._arrived.wait(remaining)
+            self._targets.append(target)
+            try:
+                while self._arrivals < target:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._arrived.wait(remaining)
+            finally:
+                self._targets.remove(target)
             return self._arrivals
 
     def close(self) -> None:

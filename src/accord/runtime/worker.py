@@ -35,8 +35,9 @@ __all__ = ["Worker"]
 
 log = structlog.get_logger("accord.worker")
 
-#: While a batch fills, how often the store is asked for events that arrived in
-#: other processes (events stored by this process wake the dispatcher at once).
+#: While a batch fills on a store that workers share, how often it is asked for
+#: events other processes stored (events stored by this process wake the
+#: dispatcher at once). On embedded SQLite it is asked once, at the deadline.
 FILL_POLL = 0.005
 #: The longest pause between two looks at an empty inbox.
 IDLE_POLL = 0.05
@@ -85,12 +86,14 @@ class Worker:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                # woken as soon as enough events arrive in this process; at most
-                # every FILL_POLL seconds the store is asked anyway (other processes)
-                mark = pipeline.wait_for_arrivals(
-                    mark, settings.batch_size - len(claimed), min(remaining, FILL_POLL)
-                )
-                claimed += pipeline.claim(settings.batch_size - len(claimed), self.lease)
+                # woken as soon as enough events have arrived in this process,
+                # else at the deadline, when the store is asked anyway (events
+                # other processes stored); each claim costs as much as applying
+                # a few events, so the batch is not claimed piecemeal
+                wait = remaining if self._greedy else min(remaining, FILL_POLL)
+                mark = pipeline.wait_for_arrivals(mark, settings.batch_size - len(claimed), wait)
+                more = (limit if self._greedy else settings.batch_size) - len(claimed)
+                claimed += pipeline.claim(more, self.lease)
         else:
             self._limit = min(limit * 2, settings.largest_batch)
         claimed.sort()

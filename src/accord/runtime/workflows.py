@@ -50,51 +50,41 @@ def batch_workflow_id(claimed: Sequence[tuple[int, int]]) -> str:
     return f"batch-{claimed[0][0]}-{claimed[-1][0]}-{digest}"
 
 
-@DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=0.02, backoff_rate=2.0)
-def apply_step(seqs: list[int]) -> dict[str, Any]:
-    outcome = _pipeline().apply_batch(seqs)
-    return {
-        "applied": outcome.applied,
-        "skipped": outcome.skipped,
-        "dead": outcome.dead,
-        "effects": outcome.effects,
-        "changes": [list(change) for change in outcome.changes],
-    }
-
-
 @DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=0.1, backoff_rate=2.0)
 def effects_step(keys: list[str]) -> dict[str, int]:
     return _pipeline().run_effects(keys)
 
 
-@DBOS.step(retries_allowed=True, max_attempts=8, interval_seconds=0.1, backoff_rate=2.0)
-def deliver_step(keys: list[str], changes: list[list[Any]]) -> dict[str, Any]:
-    """Perform the batch's effects, then publish its canonical changes.
+@DBOS.step(retries_allowed=True, max_attempts=8, interval_seconds=0.05, backoff_rate=2.0)
+def batch_step(seqs: list[int]) -> dict[str, Any]:
+    """Apply the batch's events, perform their effects, publish their changes.
 
-    One step for both, because a step's checkpoint costs about as much as
-    the delivery of a whole small batch; both halves are idempotent on their
-    own (the effect ledger; event ids derived from each version), so a re-run
-    after a crash or a failed publish repeats nothing a vendor or a
-    subscriber would see twice. A failing effect does not fail the step: it
-    is dead-lettered and the rest go on.
+    One checkpointed step for all three: a step's checkpoint costs DBOS about
+    as much as applying a small batch, and every part is idempotent on its
+    own. Applying again skips the events already done and hands on the
+    effects and changes their outcomes recorded; the effect ledger performs
+    each effect once; published events carry ids derived from each version.
+    So a retry, or the re-run of the step after a crash, repeats nothing a
+    vendor or a subscriber would see twice. A poison event or a failing effect
+    does not fail the step: it is dead-lettered and the rest go on.
     """
     pipeline = _pipeline()
-    done = pipeline.run_effects(keys)
-    published = pipeline.publish([(str(c[0]), str(c[1]), int(c[2])) for c in changes])
-    return {"effects": done, "published": published}
+    applied = pipeline.apply_batch(seqs)
+    done = pipeline.run_effects(applied.effects)
+    published = pipeline.publish(applied.changes)
+    return {
+        "events": len(seqs),
+        "applied": applied.applied,
+        "skipped": applied.skipped,
+        "dead": applied.dead,
+        "effects": done,
+        "published": published,
+    }
 
 
 @DBOS.workflow()
 def process_batch(seqs: list[int]) -> dict[str, Any]:
-    applied = apply_step(seqs)
-    delivered = deliver_step(applied["effects"], applied["changes"])
-    return {
-        "events": len(seqs),
-        "applied": applied["applied"],
-        "dead": applied["dead"],
-        "effects": delivered["effects"],
-        "published": delivered["published"],
-    }
+    return batch_step(seqs)
 
 
 @DBOS.workflow()
