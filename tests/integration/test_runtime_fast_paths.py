@@ -158,7 +158,7 @@ def test_a_batch_reads_back_as_written(engine: Engine, pipeline: Pipeline) -> No
         assert set(intents) == set(outcome.effects)
         for row in intents.values():
             assert row.status == "intent"
-            assert row.attempts == 0
+            assert row.attempts == 1  # bound for a batch API: attempted from the start
             assert row.request_digest == request_digest(row.request)
             assert row.request["entity_type"] == "account"
             assert row.request["id"] in stored
@@ -680,6 +680,69 @@ def test_intents_handed_over_in_memory_send_what_the_ledger_holds(engine: Engine
         # performed: a third run sends nothing
         assert applier.run_effects(outcome.effects)["replayed"] == 3
         assert len(sent) == 2
+    finally:
+        vendor.close()
+
+
+def test_an_intent_bound_for_a_batch_api_is_looked_up_before_it_is_sent_again(
+    engine: Engine,
+) -> None:
+    """Apply records an intent for a batch API as attempted, so the batch needs
+    no write before its call. After a crash (the intents only in the ledger),
+    each is looked up first: one the vendor already has is not sent again, one
+    it lacks is sent once."""
+    known: dict[str, str] = {}
+    calls: list[tuple[str, str]] = []
+
+    def vendor_api(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            key = request.url.params["idempotency_key"]
+            calls.append(("lookup", key))
+            found = [{"id": known[key], "idempotency_key": key}] if key in known else []
+            return httpx.Response(200, json={"data": found})
+        if request.url.path.endswith("/batch"):
+            items = json.loads(request.content)["items"]
+            calls.extend(("batch", item["idempotency_key"]) for item in items)
+            results = []
+            for item in items:
+                known.setdefault(item["idempotency_key"], f"obj_{len(known)}")
+                results.append({"id": known[item["idempotency_key"]]})
+            return httpx.Response(200, json={"results": results})
+        key = request.headers["Idempotency-Key"]
+        calls.append(("send", key))
+        known.setdefault(key, f"obj_{len(known)}")
+        return httpx.Response(200, json={"id": known[key]})
+
+    vendor = IdempotentHttpVendor("http://vendor.test", transport=httpx.MockTransport(vendor_api))
+    route = [Route("account", "erp", "upsert_customer")]
+
+    def pipeline() -> Pipeline:
+        return Pipeline(
+            engine, POLICY, EffectExecutor(SqlLedger(engine), {"erp": vendor}), routes=route
+        )
+
+    crashed, recovered = pipeline(), pipeline()
+    try:
+        crashed.ingest("crm", "l-1", "account.updated", _event(1, "Sent before the crash"))
+        crashed.ingest("crm", "l-2", "account.updated", _event(2, "Never sent"))
+        with engine.begin() as conn:
+            seqs = sorted(s for s, _ in Inbox(conn).claim_seqs(10, lease=timedelta(seconds=30)))
+        first, second = crashed.apply_batch(seqs).effects
+        known[first] = "obj_before"  # the vendor applied it; its answer was lost
+        assert recovered.run_effects([first, second]) == {"done": 1, "replayed": 1, "dead": 0}
+        assert calls == [("lookup", first), ("lookup", second), ("send", second)]
+        with engine.connect() as conn:
+            rows = {r.idempotency_key: r for r in conn.execute(select(effects))}
+        assert rows[first].external_id == "obj_before"
+        assert [rows[k].status for k in (first, second)] == ["done", "done"]
+        # the process that applied them would have batched them, no look-up
+        calls.clear()
+        crashed.ingest("crm", "l-3", "account.updated", _event(3, "Fresh"))
+        with engine.begin() as conn:
+            seqs = sorted(s for s, _ in Inbox(conn).claim_seqs(10, lease=timedelta(seconds=30)))
+        (third,) = crashed.apply_batch(seqs).effects
+        assert crashed.run_effects([third])["done"] == 1
+        assert calls == [("batch", third)]
     finally:
         vendor.close()
 

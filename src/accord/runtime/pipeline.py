@@ -272,7 +272,7 @@ _LINK = Prepared(
 _INTEND = Prepared(
     "INSERT INTO effects (idempotency_key, system, operation, request_digest, status, attempts,"
     " created_at, updated_at, trace_id, request)"
-    " VALUES ({p}, {p}, {p}, {p}, {p}, 0, {p}, {p}, {p}, {json})"
+    " VALUES ({p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {p}, {json})"
     " ON CONFLICT (idempotency_key) DO NOTHING"
 )
 _MARK_DONE = Prepared(
@@ -286,6 +286,19 @@ _EFFECT_DONE = Prepared(
     "UPDATE effects SET status = {p}, external_id = {p}, result = {json}, error = NULL,"
     " updated_at = {p} WHERE idempotency_key = {p} AND status <> {p}"
 )
+
+
+class _BatchedTargets(dict[str, int]):
+    """Per target system: 1 if its effects go out through a batch API, else 0."""
+
+    def __init__(self, executor: EffectExecutor) -> None:
+        super().__init__()
+        self._executor = executor
+
+    def __missing__(self, system: str) -> int:
+        vendor = self._executor.vendor(system)
+        self[system] = answer = int(vendor is not None and vendor.batch_size > 0)
+        return answer
 
 
 def _outcome_text(effect_keys: Sequence[str], changes: Sequence[tuple[str, str, int]]) -> str:
@@ -707,6 +720,9 @@ class Pipeline:
             now = utc_now()
             at = db_time(conn, now)
             done = InboxStatus.DONE.value
+            # attempts an intent is recorded with: 1 where it goes out through a
+            # vendor's batch API (see _perform_batches), else 0
+            batched = _BatchedTargets(self.executor)
             for event, upserts in work:
                 event_keys: list[str] = []
                 event_changes: list[tuple[str, str, int]] = []
@@ -806,6 +822,7 @@ class Pipeline:
                                 route.operation,
                                 hashlib.sha256(request_text.encode()).hexdigest(),
                                 EffectStatus.INTENT.value,
+                                batched[route.target],
                                 at,
                                 at,
                                 event.trace_id,
@@ -956,6 +973,8 @@ class Pipeline:
                         rows[row.idempotency_key] = row
         single: list[Effect] = []
         batches: dict[str, list[Effect]] = {}
+        # intents read from the ledger untried: marked attempted before they are sent
+        unmarked: set[str] = set()
         for key in wanted:
             effect = fresh.get(key)
             untried = True
@@ -970,13 +989,15 @@ class Pipeline:
                     entry.system, entry.operation, key, entry.request or {}, entry.trace_id
                 )
                 untried = entry.status == EffectStatus.INTENT.value and entry.attempts == 0
+                if untried:
+                    unmarked.add(key)
             vendor = self.executor.vendor(effect.system)
             if vendor is not None and vendor.batch_size and untried:
                 batches.setdefault(effect.system, []).append(effect)
             else:
                 single.append(effect)
         for system, batch in batches.items():
-            single.extend(self._perform_batches(system, batch, counts))
+            single.extend(self._perform_batches(system, batch, counts, unmarked))
         spans = tracer("accord.runtime")
         for effect in single:
             try:
@@ -995,22 +1016,26 @@ class Pipeline:
         return counts
 
     def _perform_batches(
-        self, system: str, batch: list[Effect], counts: dict[str, int]
+        self, system: str, batch: list[Effect], counts: dict[str, int], unmarked: set[str]
     ) -> list[Effect]:
         """Send ``batch`` through the vendor's batch API; returns what must go singly.
 
-        Every effect of the batch is marked attempted in one transaction before
-        the first call, and the outcomes are recorded in one transaction after
-        the last (or when a call fails unexpectedly): two writes per step,
-        whatever the number of calls. Marked attempted and not recorded done,
-        an effect is looked up at the vendor before it is ever sent again.
+        An effect must be marked attempted before it is sent: marked and not
+        recorded done, it is looked up at the vendor before it is ever sent
+        again. Apply records an intent bound for a batch API as attempted from
+        the start (so a crash before the call costs one look-up, and a batch no
+        write of its own before it); the keys in ``unmarked`` (intents recorded
+        otherwise) are marked here, in one transaction. The outcomes are recorded
+        in one transaction after the last call (or when a call fails
+        unexpectedly), whatever the number of calls.
         """
         vendor = self.executor.vendor(system)
         assert vendor is not None
-        keys = [effect.key for effect in batch]
-        with self.engine.begin() as conn:
-            attempted = db_time(conn, utc_now())
-            _EFFECT_ATTEMPTED.run_many(conn, [(attempted, key) for key in keys])
+        keys = [effect.key for effect in batch if effect.key in unmarked]
+        if keys:
+            with self.engine.begin() as conn:
+                attempted = db_time(conn, utc_now())
+                _EFFECT_ATTEMPTED.run_many(conn, [(attempted, key) for key in keys])
         leftovers: list[Effect] = []
         done: list[tuple[str, str | None, str]] = []
         try:
