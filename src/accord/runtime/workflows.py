@@ -17,11 +17,14 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+import structlog
 from dbos import DBOS
 
 from accord.runtime.pipeline import Pipeline
 
 __all__ = ["batch_workflow_id", "bind", "process_batch", "replay_effect"]
+
+log = structlog.get_logger("accord.workflows")
 
 _bound: dict[str, Pipeline] = {}
 
@@ -55,18 +58,16 @@ def effects_step(keys: list[str]) -> dict[str, int]:
     return _pipeline().run_effects(keys)
 
 
-@DBOS.step(retries_allowed=True, max_attempts=8, interval_seconds=0.05, backoff_rate=2.0)
-def batch_step(seqs: list[int]) -> dict[str, Any]:
+def _process(seqs: list[int]) -> dict[str, Any]:
     """Apply the batch's events, perform their effects, publish their changes.
 
-    One checkpointed step for all three: a step's checkpoint costs DBOS about
-    as much as applying a small batch, and every part is idempotent on its
-    own. Applying again skips the events already done and hands on the
-    effects and changes their outcomes recorded; the effect ledger performs
-    each effect once; published events carry ids derived from each version.
-    So a retry, or the re-run of the step after a crash, repeats nothing a
-    vendor or a subscriber would see twice. A poison event or a failing effect
-    does not fail the step: it is dead-lettered and the rest go on.
+    Every part is idempotent on its own, so running it again after a crash or
+    a failure repeats nothing a vendor or a subscriber would see twice:
+    applying again skips the events already done and hands on the effects and
+    changes their outcomes recorded; the effect ledger performs each effect
+    once; published events carry ids derived from each version. A poison
+    event or a failing effect does not fail it: it is dead-lettered and the
+    rest go on.
     """
     pipeline = _pipeline()
     applied = pipeline.apply_batch(seqs)
@@ -82,8 +83,29 @@ def batch_step(seqs: list[int]) -> dict[str, Any]:
     }
 
 
+@DBOS.step(retries_allowed=True, max_attempts=8, interval_seconds=0.05, backoff_rate=2.0)
+def batch_step(seqs: list[int]) -> dict[str, Any]:
+    """The batch's work as a checkpointed step, retried with backoff (see :func:`process_batch`)."""
+    return _process(seqs)
+
+
 @DBOS.workflow()
 def process_batch(seqs: list[int]) -> dict[str, Any]:
+    """One batch: its work runs once in the workflow itself, then as a step.
+
+    DBOS checkpoints the workflow when it starts and when it ends; recovery
+    after a crash runs it again, which is safe because the work is
+    idempotent. Checkpointing a step as well would cost DBOS about as much
+    again per batch, for nothing the idempotent work needs on the way that
+    succeeds. So the work first runs unchecked; if it fails, it runs again as
+    :func:`batch_step`, whose attempts DBOS retries with exponential backoff and
+    records. A batch whose step fails for good leaves the workflow failed, is
+    dead-lettered, and ``accord replay`` forks it from that step.
+    """
+    try:
+        return _process(seqs)
+    except Exception as exc:
+        log.info("batch failed; retrying it as a checkpointed step", error=repr(exc))
     return batch_step(seqs)
 
 
