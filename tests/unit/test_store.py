@@ -23,7 +23,7 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, exc, inspect, select, text, update
+from sqlalchemy import Engine, exc, func, inspect, select, text, update
 
 from accord.errors import InvalidInput, InvalidTransition, RuleViolation
 from accord.store import (
@@ -54,7 +54,7 @@ from accord.store import (
     upgrade,
     verify,
 )
-from accord.store.tables import GENESIS_HASH, audit_head, audit_log, echo_records
+from accord.store.tables import GENESIS_HASH, audit_head, audit_log, echo_records, inbox
 
 T = TypeVar("T")
 
@@ -200,6 +200,77 @@ def test_the_echo_memory_moves_to_one_row_per_record_and_back(url: str) -> None:
         assert sorted(tuple(r) for r in back) == sorted(rows[:4])
     finally:
         engine.dispose()
+
+
+def test_inbox_numbers_and_the_audit_chain_survive_the_move_to_rowid_keys_and_back(
+    url: str,
+) -> None:
+    engine = make_engine(url)
+    config = alembic_config()
+
+    def migrate(step: Any, revision: str) -> None:
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            step(config, revision)
+
+    def accept(event_id: str) -> int:
+        with engine.begin() as conn:
+            Inbox(conn).accept("crm", event_id, event_type="t", payload={"n": event_id})
+            seq = conn.execute(select(inbox.c.seq).where(inbox.c.event_id == event_id))
+            return int(seq.scalar_one())
+
+    try:
+        upgrade(engine, "0007")
+        first, second = accept("e1"), accept("e2")
+        with engine.begin() as conn:
+            append(conn, actor="test", action="made", subject="x/1", data={"n": 1})
+            append(conn, actor="test", action="made", subject="x/2", data={"n": 2})
+        upgrade(engine)
+        third = accept("e3")
+        assert first < second < third
+        with engine.begin() as conn:
+            append(conn, actor="test", action="made", subject="x/3", data={"n": 3})
+        with engine.connect() as conn:
+            assert verify(conn).ok
+            assert [e.seq for e in entries(conn)] == [1, 2, 3]
+        migrate(command.downgrade, "0007")
+        assert accept("e4") > third
+        migrate(command.upgrade, "head")
+        assert accept("e5") > third + 1
+        with engine.connect() as conn:
+            assert verify(conn).ok
+            assert conn.execute(select(func.count()).select_from(inbox)).scalar() == 5
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_never_reuses_an_inbox_number(sqlite_engine: Engine) -> None:
+    """Without AUTOINCREMENT, SQLite numbers a row after the highest one, so the
+    newest event may not be deleted: its number would be handed out again."""
+    seqs = []
+    for event_id in ("e1", "e2", "e3"):
+        with sqlite_engine.begin() as conn:
+            Inbox(conn).accept("crm", event_id, event_type="t", payload={})
+            seqs.append(conn.execute(select(func.max(inbox.c.seq))).scalar_one())
+    with pytest.raises(exc.IntegrityError, match="newest inbox event is kept"):
+        with sqlite_engine.begin() as conn:
+            conn.execute(inbox.delete().where(inbox.c.seq == seqs[-1]))
+    with sqlite_engine.begin() as conn:
+        conn.execute(inbox.delete().where(inbox.c.seq < seqs[-1]))  # older ones may go
+        Inbox(conn).accept("crm", "e4", event_type="t", payload={})
+        assert conn.execute(select(inbox.c.seq).order_by(inbox.c.seq)).scalars().all() == [
+            seqs[-1],
+            seqs[-1] + 1,
+        ]
+
+
+def test_sqlite_keys_the_audit_log_by_its_rowid(sqlite_engine: Engine) -> None:
+    """An INTEGER key is the table's rowid: no index of its own beside the table."""
+    with sqlite_engine.begin() as conn:
+        append(conn, actor="test", action="made", subject="x/1", data={})
+        indexes = conn.exec_driver_sql("PRAGMA index_list(audit_log)").all()
+        assert indexes == []
+        assert conn.exec_driver_sql("SELECT rowid, seq FROM audit_log").all() == [(1, 1)]
 
 
 def test_a_fresh_database_has_no_revision_until_upgraded(tmp_path: Path) -> None:

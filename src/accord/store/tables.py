@@ -223,9 +223,11 @@ inbox = Table(
     _one_of("status", _values(InboxStatus), "status"),
     CheckConstraint("attempts >= 0", name="attempts_not_negative"),
     Index(None, "status", "seq"),
-    # AUTOINCREMENT: a seq is never reused after the newest rows are pruned, so
-    # a batch named by its seq range (a workflow id) always means the same events.
-    sqlite_autoincrement=True,
+    # A seq is never reused, so a batch named by its seqs (a workflow id) always
+    # means the same events: PostgreSQL's sequence never hands a number out
+    # twice; SQLite gives the highest seq plus one, and a trigger (migration
+    # 0008) refuses to delete the newest event. AUTOINCREMENT would do the
+    # same at the cost of one more page written by every intake commit.
 )
 
 #: The effect ledger: each outbound call, keyed by its idempotency key.
@@ -280,7 +282,8 @@ exceptions = Table(
 audit_log = Table(
     "audit_log",
     metadata,
-    Column("seq", BigInteger(), nullable=False, autoincrement=False),
+    # INTEGER on SQLite: the key is then the rowid, not an index beside the table
+    Column("seq", SeqInteger, nullable=False, autoincrement=False),
     Column("at", UTCDateTime(), nullable=False),
     Column("actor", String(), nullable=False),
     Column("action", String(), nullable=False),
