@@ -62,13 +62,18 @@ class RuntimeSettings(_Strict):
     """Inbox events per workflow: one checkpointed workflow per micro-batch."""
     max_batch_size: int | None = Field(None, ge=1, le=10_000)
     """How far a batch may grow while a backlog lasts (default: 1,000, or
-    ``batch_size`` if that is larger). Each batch that comes back full doubles
-    the next one, up to this; the first that does not resets it to
-    ``batch_size``. Bigger batches share a workflow's fixed cost among more
-    events, so a backlog (a burst, a backfill) is worked off faster, while
-    events arriving one by one still go in small, quick batches."""
+    ``batch_size`` if that is larger). On embedded SQLite, where the hub's
+    process is the only worker, each claim takes every due event up to this
+    size. Where workers share a PostgreSQL store, each claim that comes back
+    full doubles the next one, up to this, so that they share a burst; the
+    first that does not resets it to ``batch_size``. Bigger batches share a
+    workflow's fixed cost among more events, so a backlog (a burst, a
+    backfill) is worked off faster, while events arriving one by one still go
+    in small, quick batches."""
     batch_wait_ms: int = Field(20, ge=0, le=10_000)
-    """How long a batch may fill before it is dispatched."""
+    """How long a batch of fewer than ``batch_size`` events may fill before it
+    is dispatched. A backlog never waits: a claim that finds ``batch_size``
+    events due goes at once."""
     concurrency: int = Field(1, ge=1, le=256)
     """Dispatcher threads (batches in flight) per worker process."""
     lease_seconds: float = Field(30.0, gt=0)
