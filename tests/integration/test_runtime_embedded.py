@@ -205,6 +205,47 @@ def test_effect_refused_by_the_vendor_replays_once_the_vendor_recovers(
     assert dead_letters(hub.engine) == []
 
 
+def test_a_batch_that_fails_once_is_retried_as_a_checkpointed_step(
+    hub: Hub, recorder: RecorderServer
+) -> None:
+    """A batch's work runs in its workflow without a step while it succeeds;
+    when it fails, DBOS runs it again as the checkpointed ``batch_step``, and a
+    transient fault then costs nothing but the retry."""
+    from dbos import DBOS
+
+    from accord.errors import TransientError
+    from accord.runtime.dlq import dead_letters
+    from accord.runtime.pipeline import InboundEvent, passthrough
+
+    failures = []
+
+    def flaky(event: InboundEvent) -> object:
+        if not failures:
+            failures.append(event.event_id)
+            raise TransientError("the mapping service blinked")
+        return passthrough(event)
+
+    hub.pipeline.ingest("crm", "ok-1", "account.updated", account_event(1))
+    assert hub.worker.drain(30)
+    hub.pipeline.handlers["crm"] = flaky  # type: ignore[assignment]
+    hub.pipeline.ingest("crm", "flaky-1", "account.updated", account_event(2))
+    assert hub.worker.drain(30)
+    assert failures == ["flaky-1"]
+    assert dead_letters(hub.engine) == []
+    assert count(hub, records) == 2
+    assert recorder.stats()["objects"] == 2
+    steps = {
+        workflow.workflow_id: [
+            step["function_name"] for step in DBOS.list_workflow_steps(workflow.workflow_id)
+        ]
+        for workflow in DBOS.list_workflows()
+        if workflow.workflow_id.startswith("batch-")
+    }
+    # the batch that went through ran no step; the one that failed, one
+    assert sorted(steps.values()) == [[], ["batch_step"]]
+    assert all(w.status == "SUCCESS" for w in DBOS.list_workflows() if w.workflow_id in steps)
+
+
 def test_failed_workflow_is_dead_lettered_and_forked_from_its_failed_step(
     hub: Hub, recorder: RecorderServer
 ) -> None:
