@@ -406,3 +406,30 @@ def test_a_waiting_dispatcher_is_woken_by_the_events_this_process_stores(hub: Hu
     assert woke == [mark + 2]
     # nothing more arrives: a short wait runs out and reports the same mark
     assert pipeline.wait_for_arrivals(mark + 2, 1, timeout=0.01) == mark + 2
+
+
+def test_waiting_dispatchers_are_each_woken_when_their_own_batch_can_fill(hub: Hub) -> None:
+    """Intake wakes waiters only once the smallest count one waits for is
+    reached; each returns when its own is, not before."""
+    pipeline = hub.pipeline
+    mark = pipeline.arrivals
+    woke: dict[str, int] = {}
+
+    def wait(name: str, count: int) -> None:
+        woke[name] = pipeline.wait_for_arrivals(mark, count, timeout=3600)
+
+    waiters = [
+        threading.Thread(target=wait, args=("one", 1)),
+        threading.Thread(target=wait, args=("three", 3)),
+    ]
+    for waiter in waiters:
+        waiter.start()
+    pipeline.ingest("crm", "fill-1", "account.updated", account_event(911))
+    waiters[0].join(timeout=30)
+    assert woke == {"one": mark + 1}
+    pipeline.ingest("crm", "fill-2", "account.updated", account_event(912))
+    waiters[1].join(timeout=0.2)
+    assert waiters[1].is_alive()  # two of its three: still waiting
+    pipeline.ingest("crm", "fill-3", "account.updated", account_event(913))
+    waiters[1].join(timeout=30)
+    assert woke == {"one": mark + 1, "three": mark + 3}
