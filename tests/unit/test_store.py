@@ -264,6 +264,27 @@ def test_sqlite_never_reuses_an_inbox_number(sqlite_engine: Engine) -> None:
         ]
 
 
+def test_sqlite_carries_autoincrements_high_water_over_to_rowid_numbers(tmp_path: Path) -> None:
+    """Numbers AUTOINCREMENT gave to events deleted since are not given again."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'accord.db'}")
+    try:
+        upgrade(engine, "0007")
+        for event_id in ("e1", "e2", "e3"):
+            with engine.begin() as conn:
+                Inbox(conn).accept("crm", event_id, event_type="t", payload={})
+        with engine.begin() as conn:
+            conn.execute(inbox.delete().where(inbox.c.event_id.in_(["e2", "e3"])))
+        upgrade(engine)
+        with engine.begin() as conn:
+            Inbox(conn).accept("crm", "e4", event_type="t", payload={})
+            rows = conn.execute(select(inbox.c.seq, inbox.c.event_id).order_by(inbox.c.seq)).all()
+            assert [tuple(r) for r in rows] == [(1, "e1"), (3, "inbox-high-water"), (4, "e4")]
+            # the marker is done: never claimed
+            assert Inbox(conn).claim_seqs(10, lease=timedelta(seconds=30)) == [(1, 1), (4, 1)]
+    finally:
+        engine.dispose()
+
+
 def test_sqlite_keys_the_audit_log_by_its_rowid(sqlite_engine: Engine) -> None:
     """An INTEGER key is the table's rowid: no index of its own beside the table."""
     with sqlite_engine.begin() as conn:

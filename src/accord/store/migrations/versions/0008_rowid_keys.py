@@ -5,7 +5,9 @@ table of its own and writes it on every insert: one more page in each intake
 commit. Without it, SQLite gives a new row the highest ``seq`` in the table
 plus one, which is the same number as long as the newest row is never
 deleted. A trigger sees to that (deleting the newest event is refused), so a
-``seq``, and with it a batch's workflow id, still never names two events.
+``seq``, and with it a batch's workflow id, still never names two events. Should
+the newest events have been deleted before this migration, a done marker event
+(system ``_accord``) takes the highest number AUTOINCREMENT had given.
 
 The audit log's ``BIGINT`` key was an index of its own beside the table on
 SQLite; as ``INTEGER`` it is the rowid, one b-tree less per entry.
@@ -21,6 +23,7 @@ Create Date: 2026-11-30
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -47,6 +50,7 @@ def _sqlite() -> bool:
 def upgrade() -> None:
     if not _sqlite():
         return
+    _keep_high_water()
     with op.batch_alter_table(
         "inbox", recreate="always", table_kwargs={"sqlite_autoincrement": False}
     ) as batch:
@@ -57,6 +61,30 @@ def upgrade() -> None:
         batch.alter_column(
             "seq", type_=sa.Integer(), existing_type=sa.BigInteger(), existing_nullable=False
         )
+
+
+def _keep_high_water() -> None:
+    """If the newest events were ever deleted, AUTOINCREMENT still remembers the
+    highest number it gave; without it SQLite would give those numbers again.
+    A done marker event with that number carries it over (and the trigger then
+    keeps it)."""
+    bind = op.get_bind()
+    remembered = bind.exec_driver_sql(
+        "SELECT seq FROM sqlite_sequence WHERE name = 'inbox'"
+    ).scalar()
+    highest = bind.exec_driver_sql("SELECT max(seq) FROM inbox").scalar()
+    if remembered is None or (highest is not None and highest >= remembered):
+        return
+    bind.exec_driver_sql(
+        "INSERT INTO inbox (seq, system, event_id, received_at, event_type, payload, status,"
+        " attempts, processed_at) VALUES (?, '_accord', 'inbox-high-water', ?, 'marker', '{}',"
+        " 'done', 0, ?)",
+        (remembered, _now(), _now()),
+    )
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def downgrade() -> None:
