@@ -69,7 +69,6 @@ from accord.store.repo import keyed_rows, keys_in, utc_now
 from accord.store.tables import (
     EffectStatus,
     InboxStatus,
-    audit_head,
     echo_records,
     effects,
     inbox,
@@ -269,6 +268,8 @@ _LINK = Prepared(
     "INSERT INTO xref (entity_type, canonical_id, system, external_object, external_id)"
     " VALUES ({p}, {p}, {p}, {p}, {p}) ON CONFLICT DO NOTHING"
 )
+#: A write that changes nothing, to take SQLite's write lock at the start of a batch.
+_WRITE_LOCK = Prepared("UPDATE audit_head SET id = 1 WHERE id = 1")
 _INTEND = Prepared(
     "INSERT INTO effects (idempotency_key, system, operation, request_digest, status, attempts,"
     " created_at, updated_at, trace_id, request)"
@@ -657,7 +658,7 @@ class Pipeline:
         with self.engine.begin() as conn:
             if conn.dialect.name == "sqlite":
                 # take SQLite's write lock before reading, so nothing moves underneath
-                conn.execute(update(audit_head).where(audit_head.c.id == 1).values(id=1))
+                _WRITE_LOCK.run(conn, ())
             rows = conn.execute(
                 # only what applying needs: the timestamps would each be parsed per row
                 select(

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, Row, select
 
 from accord.errors import InvalidInput, RuleViolation
 from accord.store.fast import Prepared, db_time
@@ -217,17 +217,9 @@ def append(
         raise InvalidInput("audit time must be timezone-aware", field="at")
     when = when.astimezone(UTC)
     document = json_document(data)
-    head = conn.execute(
-        update(audit_head)
-        .where(audit_head.c.id == 1)
-        .values(count=audit_head.c.count + 1)
-        .returning(audit_head.c.count, audit_head.c.head_hash)
-    ).one_or_none()
+    head: Any = _MOVE_HEAD.run(conn, (1,)).one_or_none()
     if head is None:
-        raise RuleViolation(
-            "the audit anchor (audit_head) is missing: run the migrations, "
-            "or investigate with `accord audit verify`"
-        )
+        raise _anchor_missing()
     seq, prev_hash = int(head[0]), str(head[1])
     digest = entry_hash(
         seq=seq,
@@ -250,7 +242,7 @@ def append(
             hash=digest,
         )
     )
-    conn.execute(update(audit_head).where(audit_head.c.id == 1).values(head_hash=digest))
+    _SET_HEAD_HASH.run(conn, (digest,))
     return AuditEntry(seq, when, actor, action, subject, document, prev_hash, digest)
 
 
@@ -258,6 +250,18 @@ _INSERT_ENTRY = Prepared(
     "INSERT INTO audit_log (seq, at, actor, action, subject, data, prev_hash, hash)"
     " VALUES ({p}, {p}, {p}, {p}, {p}, {json}, {p}, {p})"
 )
+#: Moves the anchor's count by the entries about to be appended, taking its lock.
+_MOVE_HEAD = Prepared(
+    "UPDATE audit_head SET count = count + {p} WHERE id = 1 RETURNING count, head_hash"
+)
+_SET_HEAD_HASH = Prepared("UPDATE audit_head SET head_hash = {p} WHERE id = 1")
+
+
+def _anchor_missing() -> RuleViolation:
+    return RuleViolation(
+        "the audit anchor (audit_head) is missing: run the migrations, "
+        "or investigate with `accord audit verify`"
+    )
 
 
 class CanonicalText(str):
@@ -295,17 +299,11 @@ def append_many(
     if not items:
         return []
     when = (at if at is not None else datetime.now(UTC)).astimezone(UTC)
-    head = conn.execute(
-        update(audit_head)
-        .where(audit_head.c.id == 1)
-        .values(count=audit_head.c.count + len(items))
-        .returning(audit_head.c.count, audit_head.c.head_hash)
-    ).one_or_none()
+    # prepared: a batch appends on every commit, and building the statement
+    # each time cost more than running it
+    head: Any = _MOVE_HEAD.run(conn, (len(items),)).one_or_none()
     if head is None:
-        raise RuleViolation(
-            "the audit anchor (audit_head) is missing: run the migrations, "
-            "or investigate with `accord audit verify`"
-        )
+        raise _anchor_missing()
     seq = int(head[0]) - len(items)
     prev_hash = str(head[1])
     at_text = _string(_utc_text(when))
@@ -338,7 +336,7 @@ def append_many(
         rows.append((seq, stored_at, actor, action, subject, text, prev_hash, digest))
         prev_hash = digest
     _INSERT_ENTRY.run_many(conn, rows)
-    conn.execute(update(audit_head).where(audit_head.c.id == 1).values(head_hash=prev_hash))
+    _SET_HEAD_HASH.run(conn, (prev_hash,))
     return written
 
 

@@ -19,7 +19,7 @@ columns do not take text implicitly).
 from __future__ import annotations
 
 import json.encoder
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,14 +62,24 @@ def db_time(conn: Connection, at: datetime) -> Any:
 
 
 class Prepared:
-    """One statement in both dialects' parameter styles."""
+    """One statement in both dialects' parameter styles.
+
+    Any other ``{name}`` in the template is a clause that differs between the
+    dialects, given as ``name={"sqlite": …, "postgresql": …}``.
+    """
 
     __slots__ = ("_texts",)
 
-    def __init__(self, template: str) -> None:
+    def __init__(self, template: str, **per_dialect: Mapping[str, str]) -> None:
         self._texts = {
-            "sqlite": template.format(p="?", json="?"),
-            "postgresql": template.format(p="%s", json="CAST(%s AS JSON)"),
+            "sqlite": template.format(
+                p="?", json="?", **{name: text["sqlite"] for name, text in per_dialect.items()}
+            ),
+            "postgresql": template.format(
+                p="%s",
+                json="CAST(%s AS JSON)",
+                **{name: text["postgresql"] for name, text in per_dialect.items()},
+            ),
         }
 
     def text(self, conn: Connection) -> str:

@@ -861,6 +861,27 @@ def _event_row(
     )
 
 
+def _claim_statement(by_system: bool) -> Prepared:
+    """:meth:`Inbox.claim_seqs`' statement: the claiming update of ``Inbox._claim``.
+
+    SKIP LOCKED lets concurrent claimers on PostgreSQL pass over each other's
+    rows; SQLite has no row locks and serialises on its writer lock.
+    """
+    system = " AND system = {p}" if by_system else ""
+    return Prepared(
+        "UPDATE inbox SET attempts = attempts + 1, available_at = {p}"
+        " WHERE seq IN (SELECT seq FROM inbox"
+        " WHERE status IN ('pending', 'failed')"
+        " AND (available_at IS NULL OR available_at <= {p})" + system + " ORDER BY seq LIMIT {p}"
+        "{lock}) RETURNING seq, attempts",
+        lock={"sqlite": "", "postgresql": " FOR UPDATE SKIP LOCKED"},
+    )
+
+
+#: The claim of :meth:`Inbox.claim_seqs`, without and with a system to claim for.
+_CLAIM = {False: _claim_statement(False), True: _claim_statement(True)}
+
+
 class InboxIntake:
     """The intake of one process on embedded SQLite: one held connection, one statement.
 
@@ -1026,8 +1047,17 @@ class Inbox:
         The batch's events are read again when they are applied, so a claim
         that only hands their numbers on need not read their payloads.
         """
-        statement = self._claim(limit, system, lease).returning(inbox.c.seq, inbox.c.attempts)
-        return sorted((int(row[0]), int(row[1])) for row in self._conn.execute(statement))
+        if limit < 1:
+            raise InvalidInput("limit must be at least 1", field="limit")
+        # the same claim as _claim, prepared: the dispatcher claims once or twice
+        # per batch, and building the statement cost more than running it
+        conn = self._conn
+        now = _require_aware(self._clock())
+        params: tuple[Any, ...] = (db_time(conn, now + lease), db_time(conn, now))
+        if system is not None:
+            params += (system,)
+        claimed: Iterable[Any] = _CLAIM[system is not None].run(conn, (*params, limit))
+        return sorted((int(row[0]), int(row[1])) for row in claimed)
 
     def _claim(self, limit: int, system: str | None, lease: timedelta) -> Update:
         """The claiming ``UPDATE`` of :meth:`claim_batch`, without its ``RETURNING``."""
