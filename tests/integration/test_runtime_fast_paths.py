@@ -55,7 +55,15 @@ from accord.store import (
 from accord.store.audit import entry_hash
 from accord.store.fast import Prepared, db_time, json_strings
 from accord.store.repo import keyed_rows, keys_in
-from accord.store.tables import echo_records, effects, inbox, record_versions, records, xref
+from accord.store.tables import (
+    InboxStatus,
+    echo_records,
+    effects,
+    inbox,
+    record_versions,
+    records,
+    xref,
+)
 
 POLICY = load_policy(
     """
@@ -344,6 +352,30 @@ def test_claim_seqs_claims_like_claim_batch(engine: Engine) -> None:
     assert [seq for seq, _ in first] == sorted(seq for seq, _ in first)
     assert {seq for seq, _ in first}.isdisjoint(e.seq for e in rest)
     assert len(rest) == 2
+
+
+def test_claim_seqs_takes_due_events_oldest_first_and_only_of_the_system_asked(
+    engine: Engine,
+) -> None:
+    """The prepared claim: pending and due failed events, oldest first, each once;
+    an event held back (a lease, a retry's delay) is left; ``system`` filters."""
+    with engine.begin() as conn:
+        box = Inbox(conn)
+        for i, system in enumerate(["crm", "erp", "crm", "erp", "crm"]):
+            box.accept(system, f"s-{i}", event_type="t", payload={"i": i})
+        seqs = [e.seq for e in box.claim_batch(10, lease=timedelta(seconds=60))]
+        box.mark(seqs[0], InboxStatus.FAILED, error="retry now")
+        box.mark(seqs[1], InboxStatus.FAILED, error="retry later", retry_after=timedelta(hours=1))
+        box.mark(seqs[2:], InboxStatus.PENDING)
+    with engine.begin() as conn:
+        crm = Inbox(conn).claim_seqs(10, system="crm", lease=timedelta(seconds=60))
+    assert crm == [(seqs[0], 2), (seqs[2], 2), (seqs[4], 2)]
+    with engine.begin() as conn:
+        others = Inbox(conn).claim_seqs(10, lease=timedelta(seconds=60))
+    assert others == [(seqs[3], 2)]  # erp's failed event waits an hour; crm's are leased
+    with pytest.raises(InvalidInput, match="at least 1"):
+        with engine.begin() as conn:
+            Inbox(conn).claim_seqs(0)
 
 
 def test_db_time_reads_back_through_sqlalchemy(engine: Engine) -> None:
