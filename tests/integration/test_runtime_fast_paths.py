@@ -664,7 +664,7 @@ def test_publishing_from_memory_gives_the_changes_the_store_holds(
 
 
 def test_intents_handed_over_in_memory_send_what_the_ledger_holds(engine: Engine) -> None:
-    """Deliver performs the intents its apply step just recorded from memory; a
+    """The effects of a batch are performed from memory as its apply just recorded them; a
     pipeline that did not apply them (recovery, another worker) reads them from
     the ledger. Both must send the vendor exactly the same items."""
     sent: list[list[dict[str, Any]]] = []

@@ -474,7 +474,7 @@ class _Version:
     at: datetime
 
 
-#: What the pipeline holds in memory between a batch's steps (versions applied
+#: What the pipeline holds in memory between the parts of a batch (versions applied
 #: and not yet published, intents recorded and not yet performed), at most.
 HELD_LIMIT = 20_000
 
@@ -483,12 +483,12 @@ _V = TypeVar("_V")
 
 
 class _Held(Generic[_K, _V]):
-    """What this process's apply step handed to its deliver step, in memory.
+    """What this process's apply handed to the batch's effects and publish, in memory.
 
-    Deliver takes the items out; an item not held (a batch recovered after a
+    They take the items out; an item not held (a batch recovered after a
     crash, applied by another worker, retried) is read from the store instead.
-    The limit only bounds what a step that never ran could leave behind (the
-    oldest go first).
+    The limit only bounds what a batch that never got that far could leave
+    behind (the oldest go first).
     """
 
     def __init__(self, limit: int = HELD_LIMIT) -> None:
@@ -538,7 +538,7 @@ class Pipeline:
         #: Batches that had to be applied one event at a time (a health signal).
         self.fallbacks = 0
         self._recent: _Held[tuple[str, str, int], _Version] = _Held()
-        # intents recorded by apply, untried: deliver need not read them back
+        # intents recorded by apply, untried: run_effects need not read them back
         self._fresh: _Held[str, Effect] = _Held()
         self._intake = InboxIntake.for_engine(engine)
         # events this process has stored, ever: dispatchers wait on it instead of
@@ -853,7 +853,7 @@ class Pipeline:
             echo.flush()
             _INTEND.run_many(conn, intents)
             _MARK_DONE.run_many(conn, outcomes)
-        # committed: deliver can take the intents and the versions from memory
+        # committed: effects and publish can take the intents and versions from memory
         self._fresh.add(fresh)
         if self.stream is not None:
             self._recent.add(
@@ -962,7 +962,7 @@ class Pipeline:
         """
         counts = {"done": 0, "replayed": 0, "dead": 0}
         wanted = list(dict.fromkeys(keys))
-        # intents this process's apply step just recorded are untried: no need
+        # intents this process's apply just recorded are untried: no need
         # to read them back; any other is read, with its status, from the ledger
         fresh = self._fresh.take_many(wanted)
         rows: dict[str, Any] = {}

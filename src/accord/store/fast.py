@@ -61,6 +61,13 @@ def db_time(conn: Connection, at: datetime) -> Any:
     raise unsupported_dialect(name)
 
 
+#: How each dialect's driver writes a parameter, and a JSON one.
+_STYLES = {
+    "sqlite": {"p": "?", "json": "?"},
+    "postgresql": {"p": "%s", "json": "CAST(%s AS JSON)"},
+}
+
+
 class Prepared:
     """One statement in both dialects' parameter styles.
 
@@ -72,14 +79,10 @@ class Prepared:
 
     def __init__(self, template: str, **per_dialect: Mapping[str, str]) -> None:
         self._texts = {
-            "sqlite": template.format(
-                p="?", json="?", **{name: text["sqlite"] for name, text in per_dialect.items()}
-            ),
-            "postgresql": template.format(
-                p="%s",
-                json="CAST(%s AS JSON)",
-                **{name: text["postgresql"] for name, text in per_dialect.items()},
-            ),
+            dialect: template.format(
+                **style, **{name: text[dialect] for name, text in per_dialect.items()}
+            )
+            for dialect, style in _STYLES.items()
         }
 
     def text(self, conn: Connection) -> str:

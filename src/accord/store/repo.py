@@ -39,7 +39,6 @@ from sqlalchemy import (
     Engine,
     Row,
     Table,
-    Update,
     and_,
     false,
     func,
@@ -412,17 +411,7 @@ class Records:
         row = self._conn.execute(
             select(records).where(records.c.entity_type == entity_type, records.c.id == id)
         ).one_or_none()
-        if row is None:
-            return None
-        return StoredRecord(
-            entity_type=row.entity_type,
-            id=row.id,
-            version=row.version,
-            data=row.data,
-            digest=row.digest,
-            updated_by_system=row.updated_by_system,
-            updated_at=row.updated_at,
-        )
+        return None if row is None else _stored(row)
 
     def put(
         self,
@@ -498,18 +487,8 @@ class Records:
     ) -> dict[tuple[str, str], StoredRecord]:
         """Current versions of many records in one query (``lock``: FOR UPDATE)."""
         wanted = sorted(set(keys))
-        found: dict[tuple[str, str], StoredRecord] = {}
-        for row in keyed_rows(self._conn, records, ("entity_type", "id"), wanted, lock=lock):
-            found[(row.entity_type, row.id)] = StoredRecord(
-                entity_type=row.entity_type,
-                id=row.id,
-                version=row.version,
-                data=row.data,
-                digest=row.digest,
-                updated_by_system=row.updated_by_system,
-                updated_at=row.updated_at,
-            )
-        return found
+        rows = keyed_rows(self._conn, records, ("entity_type", "id"), wanted, lock=lock)
+        return {(row.entity_type, row.id): _stored(row) for row in rows}
 
     def put_many(
         self,
@@ -811,6 +790,19 @@ class InboxEvent:
     trace_id: str | None
 
 
+def _stored(row: Row[Any]) -> StoredRecord:
+    """A ``records`` row as the record it holds."""
+    return StoredRecord(
+        entity_type=row.entity_type,
+        id=row.id,
+        version=row.version,
+        data=row.data,
+        digest=row.digest,
+        updated_by_system=row.updated_by_system,
+        updated_at=row.updated_at,
+    )
+
+
 def _event(row: Row[Any]) -> InboxEvent:
     return InboxEvent(
         seq=row.seq,
@@ -862,10 +854,13 @@ def _event_row(
 
 
 def _claim_statement(by_system: bool) -> Prepared:
-    """:meth:`Inbox.claim_seqs`' statement: the claiming update of ``Inbox._claim``.
+    """The claiming update of :meth:`Inbox.claim_seqs`: due events, oldest first.
 
     SKIP LOCKED lets concurrent claimers on PostgreSQL pass over each other's
-    rows; SQLite has no row locks and serialises on its writer lock.
+    rows; SQLite has no row locks and serialises on its writer lock. (A
+    subquery, not a CTE: Python's sqlite3 opens the transaction only for
+    statements that *start* with INSERT/UPDATE/DELETE, so a WITH … UPDATE
+    would escape the caller's transaction.)
     """
     system = " AND system = {p}" if by_system else ""
     return Prepared(
@@ -1032,8 +1027,11 @@ class Inbox:
         claim before processing, then :meth:`mark` the outcome; events not
         marked in time are claimed again by the next caller.
         """
-        rows = self._conn.execute(self._claim(limit, system, lease).returning(*inbox.c)).all()
-        return sorted((_event(row) for row in rows), key=lambda event: event.seq)
+        seqs = [seq for seq, _ in self.claim_seqs(limit, system=system, lease=lease)]
+        if not seqs:
+            return []
+        rows = self._conn.execute(select(inbox).where(inbox.c.seq.in_(seqs)).order_by(inbox.c.seq))
+        return [_event(row) for row in rows]
 
     def claim_seqs(
         self,
@@ -1045,12 +1043,12 @@ class Inbox:
         """:meth:`claim_batch` answering only ``(seq, attempts)`` pairs, by seq.
 
         The batch's events are read again when they are applied, so a claim
-        that only hands their numbers on need not read their payloads.
+        that only hands their numbers on need not read their payloads. The
+        statement is prepared: the dispatcher claims once or twice per batch,
+        and building it cost more than running it.
         """
         if limit < 1:
             raise InvalidInput("limit must be at least 1", field="limit")
-        # the same claim as _claim, prepared: the dispatcher claims once or twice
-        # per batch, and building the statement cost more than running it
         conn = self._conn
         now = _require_aware(self._clock())
         params: tuple[Any, ...] = (db_time(conn, now + lease), db_time(conn, now))
@@ -1058,35 +1056,6 @@ class Inbox:
             params += (system,)
         claimed: Iterable[Any] = _CLAIM[system is not None].run(conn, (*params, limit))
         return sorted((int(row[0]), int(row[1])) for row in claimed)
-
-    def _claim(self, limit: int, system: str | None, lease: timedelta) -> Update:
-        """The claiming ``UPDATE`` of :meth:`claim_batch`, without its ``RETURNING``."""
-        if limit < 1:
-            raise InvalidInput("limit must be at least 1", field="limit")
-        now = _require_aware(self._clock())
-        due = and_(
-            inbox.c.status.in_([InboxStatus.PENDING.value, InboxStatus.FAILED.value]),
-            or_(inbox.c.available_at.is_(None), inbox.c.available_at <= now),
-        )
-        if system is not None:
-            due = and_(due, inbox.c.system == system)
-        # SKIP LOCKED lets concurrent claimers on PostgreSQL pass over each
-        # other's rows; SQLite ignores it and serialises on its writer lock. (A
-        # subquery, not a CTE: Python's sqlite3 opens the transaction only for
-        # statements that *start* with INSERT/UPDATE/DELETE, so a WITH … UPDATE
-        # would escape the caller's transaction.)
-        chosen = (
-            select(inbox.c.seq)
-            .where(due)
-            .order_by(inbox.c.seq)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        return (
-            update(inbox)
-            .where(inbox.c.seq.in_(chosen.scalar_subquery()))
-            .values(attempts=inbox.c.attempts + 1, available_at=now + lease)
-        )
 
     def mark(
         self,
