@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import socket
 from collections.abc import Callable
@@ -242,6 +243,29 @@ def test_the_in_process_stream_keeps_only_its_newest_events() -> None:
     assert [seq for seq, _ in stream.replay()] == [4, 5, 6]
     with pytest.raises(InvalidInput, match="at least 1"):
         MemoryStream(max_events=0)
+
+
+def test_kept_changes_leave_nothing_for_the_garbage_collector_to_walk() -> None:
+    """A busy hub keeps the newest 100,000 changes: kept as objects, the cyclic
+    collector walked them again and again (pauses of tens of milliseconds)."""
+    stream = MemoryStream()
+    nested = make_change(0, data={"lines": [{"amount": 1}], "terms": {"days": 30}})
+    changes = [make_change(n) for n in range(1, 501)] + [nested]
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        gc.collect()
+        before = len(gc.get_objects())
+        stream.publish_many(changes)
+        after = len(gc.get_objects())
+    finally:
+        if was_enabled:
+            gc.enable()
+
+    assert after - before < 50  # the stream's own few containers, not one per change
+    replayed = [c for _, c in stream.replay()]
+    assert replayed == changes  # read back whole, nested data and field order included
+    assert replayed[-1].data["lines"] == [{"amount": 1}]
 
 
 def test_replay_by_time_starts_at_first_event_stored_at_or_after_it() -> None:
