@@ -13,6 +13,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ from accord.store import (
     verify,
 )
 from accord.store.audit import entry_hash
+from accord.store.db import writer_lock
 from accord.store.fast import Prepared, db_time, json_strings
 from accord.store.repo import keyed_rows, keys_in
 from accord.store.tables import (
@@ -455,6 +457,41 @@ def test_intake_holds_its_own_connection_only_on_a_sqlite_file(tmp_path: Path) -
         assert InboxIntake.for_engine(memory) is None
         assert InboxIntake.for_engine(make_engine("postgresql://u@127.0.0.1/x")) is None
     finally:
+        engine.dispose()
+        memory.dispose()
+
+
+def test_writers_of_one_process_queue_for_each_other_on_a_sqlite_file(tmp_path: Path) -> None:
+    """Intake waits for a batch's write in Python and goes on the moment it
+    commits, instead of sleeping in SQLite's busy handler past its end."""
+    engine = _sqlite_engine(tmp_path)
+    memory = make_engine("sqlite://")
+    intake = InboxIntake.for_engine(engine)
+    assert intake is not None
+    lock = writer_lock(engine)
+    order: list[str] = []
+    try:
+        assert writer_lock(engine) is lock  # one per engine
+        assert writer_lock(make_engine(f"sqlite:///{tmp_path / 'other.db'}")) is not lock
+        assert isinstance(writer_lock(memory), nullcontext)  # nothing shared to queue for
+        assert isinstance(writer_lock(make_engine("postgresql://u@127.0.0.1/x")), nullcontext)
+
+        def ingest() -> None:
+            intake.accept("crm", "e-1", event_type="t", payload={"a": 1})
+            order.append("event stored")
+
+        with lock:  # as a batch's transaction holds it
+            waiting = threading.Thread(target=ingest)
+            waiting.start()
+            waiting.join(0.2)
+            assert waiting.is_alive()
+            order.append("batch committed")
+        waiting.join(10)
+        assert order == ["batch committed", "event stored"]
+        with engine.connect() as conn:
+            assert conn.execute(select(inbox.c.event_id)).scalars().all() == ["e-1"]
+    finally:
+        intake.close()
         engine.dispose()
         memory.dispose()
 

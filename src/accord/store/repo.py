@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import builtins
 import hashlib
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -55,7 +54,7 @@ from accord.domain.ids import new_id
 from accord.domain.lifecycle import Lifecycle
 from accord.errors import InvalidInput, RuleViolation, TransientError
 from accord.store.audit import canonical_json, content_digest, json_document
-from accord.store.db import is_sqlite_file
+from accord.store.db import is_sqlite_file, writer_lock
 from accord.store.fast import (
     SQLITE_DATETIME,
     Prepared,
@@ -896,7 +895,10 @@ class InboxIntake:
     def __init__(self, engine: Engine, clock: Callable[[], datetime] = utc_now) -> None:
         self._engine = engine
         self._clock = clock
-        self._lock = threading.Lock()
+        # shared with the process's other writers to the file (a batch's
+        # transaction): an insert arriving during one waits exactly until it
+        # commits, not for SQLite's busy handler to wake
+        self._lock = writer_lock(engine)
         self._raw: Any = None
         self._isolation: Any = None
         self._sql = _ACCEPT_ONE.text_for("sqlite")
