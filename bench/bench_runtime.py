@@ -25,11 +25,13 @@ It prints figures beside their targets and never fails because a figure missed o
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
 import resource
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -131,6 +133,53 @@ def machine_busy(seconds: float = 1.0) -> float | None:
     if before is None or after is None or after[1] == before[1]:
         return None
     return round((after[0] - before[0]) / (after[1] - before[1]), 3)
+
+
+#: raw SQLite one-row transactions/s in WAL/NORMAL, as ARCHITECTURE's throughput
+#: note measured on this kind of machine
+ARCHITECTURE_SQLITE_TX_PER_S = 88_000
+
+
+def machine_reference(directory: Path, seconds: float = 1.0) -> dict[str, float]:
+    """How fast this machine is right now, on work that involves nothing of Accord.
+
+    Timed on the hub's core in the same run, so that figures from runs on
+    different days (a virtual machine's speed drifts by a third and more) can
+    be set side by side: raw SQLite one-row insert transactions per second (WAL,
+    ``synchronous=NORMAL``, an account event's payload), and Python work units
+    per second (encode a payload as JSON, hash it, decode it).
+    """
+    payload = account_event(0)["payload"]
+    body = json.dumps(payload)
+    path = directory / "reference.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT NOT NULL)")
+        done = 0
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            for _ in range(200):
+                conn.execute("INSERT INTO t (body) VALUES (?)", (body,))
+            done += 200
+        sqlite_rate = done / (time.perf_counter() - started)
+    finally:
+        conn.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+    done = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for _ in range(500):
+            text = json.dumps(payload, sort_keys=True)
+            hashlib.sha256(text.encode()).hexdigest()
+            json.loads(text)
+        done += 500
+    return {
+        "sqlite_tx_per_s": round(sqlite_rate),
+        "python_units_per_s": round(done / (time.perf_counter() - started)),
+    }
 
 
 def account_event(i: int, prefix: str = "evt") -> dict[str, Any]:
@@ -978,6 +1027,14 @@ def report(f: dict[str, Any]) -> str:
             for part, share in f["machine_busy_before"].items()
         ),
     ]
+    ref = f.get("machine_reference")
+    if ref:
+        out.append(
+            "  this machine now, on the hub's core (nothing of Accord): raw SQLite"
+            f" {ref['sqlite_tx_per_s']:,} one-row transactions/s (ARCHITECTURE's note:"
+            f" about {ARCHITECTURE_SQLITE_TX_PER_S:,}/s on this kind of machine);"
+            f" Python {ref['python_units_per_s']:,} JSON+hash units/s"
+        )
     if any((share or 0) > 0.1 for share in f["machine_busy_before"].values()):
         out.append(
             "  WARNING: other processes were using the CPUs; the figures understate this machine"
@@ -1183,6 +1240,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="accord-bench-") as tmp:
         directory = Path(tmp)
         pin()
+        figures["machine_reference"] = machine_reference(directory)
         _progress(args, f"1. embedded sustained: {args.rate:,.0f}/s for {args.seconds:g} s …")
         busy["sustained"] = machine_busy()
         figures["sustained"] = measure_sustained(args, directory)
