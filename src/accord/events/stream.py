@@ -217,9 +217,6 @@ class _Kept:
         self.stored_at: deque[datetime] = deque(maxlen=limit)
         self._columns: tuple[deque[Any], ...] = tuple(deque(maxlen=limit) for _ in range(9))
 
-    def __len__(self) -> int:
-        return len(self.stored_at)
-
     def append(self, stored_at: datetime, change: CanonicalChange, data: str) -> None:
         """Keep ``change`` (the oldest goes when the limit is reached)."""
         self.stored_at.append(stored_at)

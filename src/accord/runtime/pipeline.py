@@ -22,8 +22,7 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
@@ -66,7 +65,7 @@ from accord.store import (
     append_many,
 )
 from accord.store.audit import CanonicalText, canonical_json
-from accord.store.db import writer_lock
+from accord.store.db import write_transaction
 from accord.store.fast import Prepared, db_time, json_strings
 from accord.store.repo import keyed_rows, keys_in, utc_now
 from accord.store.tables import (
@@ -401,7 +400,8 @@ def _upsert(conn: Connection, table: Table) -> Any:
 
 
 class SqlLedger:
-    """The effect ledger in the store; every call is its own committed transaction."""
+    """The effect ledger in the store; every call is its own committed transaction,
+    taken in turn with the process's other runtime writers (``write_transaction``)."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -422,21 +422,21 @@ class SqlLedger:
         )
 
     def intend(self, effect: Effect, digest: str) -> None:
-        with self._engine.begin() as conn:
+        with write_transaction(self._engine) as conn:
             intend(conn, effect, digest)
 
     def attempt(self, key: str) -> None:
-        with self._engine.begin() as conn:
+        with write_transaction(self._engine) as conn:
             Effects(conn).attempt(key)
 
     def complete(self, key: str, outcome: EffectOutcome) -> None:
-        with self._engine.begin() as conn:
+        with write_transaction(self._engine) as conn:
             Effects(conn).complete(
                 key, external_id=outcome.external_id, result=dict(outcome.result)
             )
 
     def fail(self, key: str, error: str) -> None:
-        with self._engine.begin() as conn:
+        with write_transaction(self._engine) as conn:
             Effects(conn).fail(key, error)
 
 
@@ -543,10 +543,6 @@ class Pipeline:
         # intents recorded by apply, untried: run_effects need not read them back
         self._fresh: _Held[str, Effect] = _Held()
         self._intake = InboxIntake.for_engine(engine)
-        # taken around each write of the dispatcher (and by intake), so that on
-        # SQLite they queue for each other in this process rather than in the
-        # busy handler's sleeps
-        self._writer = writer_lock(engine)
         # events this process has stored, ever: dispatchers wait on it instead of
         # polling the inbox while a batch fills or while there is nothing to do
         self._arrived = threading.Condition()
@@ -554,12 +550,6 @@ class Pipeline:
         # the arrivals count each waiting dispatcher waits for: intake wakes
         # them only when one is reached, not on every event
         self._targets: list[int] = []
-
-    @contextmanager
-    def _writing(self) -> Iterator[Connection]:
-        """A write transaction, taken in turn with this process's other writers."""
-        with self._writer, self.engine.begin() as conn:
-            yield conn
 
     # -- intake -----------------------------------------------------------------
 
@@ -580,7 +570,7 @@ class Pipeline:
                 system, event_id, event_type=event_type, payload=payload, trace_id=trace_id
             )
         else:
-            with self._writing() as conn:
+            with write_transaction(self.engine) as conn:
                 new = Inbox(conn).accept(
                     system,
                     event_id,
@@ -596,7 +586,7 @@ class Pipeline:
         """Store many inbound events (a backfill); returns how many were new."""
         accepted = 0
         for start in range(0, len(events), chunk):
-            with self._writing() as conn:
+            with write_transaction(self.engine) as conn:
                 new = Inbox(conn).accept_many(events[start : start + chunk])
             accepted += new
             self._note_arrivals(new)
@@ -644,7 +634,7 @@ class Pipeline:
 
     def claim(self, limit: int, lease: timedelta) -> list[tuple[int, int]]:
         """Claim due events under a lease; returns (seq, attempt) pairs."""
-        with self._writing() as conn:
+        with write_transaction(self.engine) as conn:
             return Inbox(conn).claim_seqs(limit, lease=lease)
 
     # -- apply ------------------------------------------------------------------
@@ -692,7 +682,7 @@ class Pipeline:
         self, seqs: Sequence[int], result: BatchOutcome, poison: list[tuple[int, Exception]]
     ) -> None:
         started = time.time_ns()
-        with self._writing() as conn:
+        with write_transaction(self.engine) as conn:
             if conn.dialect.name == "sqlite":
                 # take SQLite's write lock before reading, so nothing moves underneath
                 _WRITE_LOCK.run(conn, ())
@@ -942,7 +932,7 @@ class Pipeline:
             result.dead += 1
 
     def _dead_letter_event(self, seq: int, exc: Exception) -> None:
-        with self._writing() as conn:
+        with write_transaction(self.engine) as conn:
             Inbox(conn).mark(seq, InboxStatus.DEAD, error=str(exc))
             row = conn.execute(select(inbox).where(inbox.c.seq == seq)).one()
             _dead_letter(
@@ -1057,7 +1047,7 @@ class Pipeline:
         assert vendor is not None
         keys = [effect.key for effect in batch if effect.key in unmarked]
         if keys:
-            with self._writing() as conn:
+            with write_transaction(self.engine) as conn:
                 attempted = db_time(conn, utc_now())
                 _EFFECT_ATTEMPTED.run_many(conn, [(attempted, key) for key in keys])
         leftovers: list[Effect] = []
@@ -1091,7 +1081,7 @@ class Pipeline:
                         leftovers.append(effect)
         finally:
             if done:
-                with self._writing() as conn:
+                with write_transaction(self.engine) as conn:
                     at = db_time(conn, utc_now())
                     _EFFECT_DONE.run_many(
                         conn,
@@ -1111,7 +1101,7 @@ class Pipeline:
         return leftovers
 
     def _dead_letter_effect(self, effect: Effect, exc: Exception) -> None:
-        with self._writing() as conn:
+        with write_transaction(self.engine) as conn:
             _dead_letter(
                 conn,
                 self.actor,

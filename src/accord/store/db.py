@@ -24,7 +24,8 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -49,6 +50,7 @@ __all__ = [
     "is_sqlite_file",
     "make_engine",
     "upgrade",
+    "write_transaction",
     "writer_lock",
 ]
 
@@ -129,6 +131,14 @@ def writer_lock(engine: Engine) -> AbstractContextManager[Any]:
         if lock is None:
             lock = _writers[engine] = threading.RLock()
         return lock
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """``engine.begin()``, taken in turn with this process's other busy writers
+    (:func:`writer_lock`): the runtime's intake, batches and effect ledger."""
+    with writer_lock(engine), engine.begin() as conn:
+        yield conn
 
 
 def make_engine(url: str | URL | None = None, **engine_options: Any) -> Engine:
