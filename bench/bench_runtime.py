@@ -402,6 +402,7 @@ def _runtime_settings(args: argparse.Namespace) -> dict[str, Any]:
         or RuntimeSettings(batch_size=args.batch_size).largest_batch,
         "batch_wait_ms": args.batch_wait_ms,
         "concurrency": args.concurrency,
+        "background_checkpoint": not args.commit_checkpoints,
     }
 
 
@@ -1222,6 +1223,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--batch-wait-ms", type=int, default=defaults.batch_wait_ms)
     parser.add_argument("--concurrency", type=int, default=defaults.concurrency)
+    parser.add_argument(
+        "--commit-checkpoints",
+        action="store_true",
+        help="leave WAL checkpoints to the commits (runtime.background_checkpoint: false)",
+    )
     parser.add_argument(
         "--settle-timeout",
         type=float,

@@ -32,6 +32,7 @@ from accord.runtime.retry import RetryPolicy
 from accord.runtime.worker import Worker
 from accord.runtime.workflows import bind
 from accord.store import make_engine, upgrade
+from accord.store.checkpoint import WalCheckpointer
 
 __all__ = ["Hub", "build_hub", "dbos_config", "system_database_url"]
 
@@ -74,6 +75,7 @@ class Hub:
     executor_id: str
     _launched: bool = field(default=False, init=False)
     _collector: tuple[int, int, int] | None = field(default=None, init=False)
+    checkpointer: WalCheckpointer | None = field(default=None, init=False)
 
     def start(self, *, dispatch: bool = True) -> Hub:
         """Launch DBOS (recovering this executor's unfinished workflows), then dispatch."""
@@ -82,6 +84,10 @@ class Hub:
         DBOS.launch()
         self._launched = True
         self._collector = _tune_collector(self.settings.runtime.gc_threshold)
+        if self.settings.runtime.background_checkpoint:
+            self.checkpointer = WalCheckpointer.for_engine(self.engine)
+            if self.checkpointer is not None:
+                self.checkpointer.start()
         reconcile_schedule.switch_on(
             self.settings,
             policy=self.pipeline.policy,
@@ -94,6 +100,9 @@ class Hub:
 
     def stop(self) -> None:
         self.worker.stop()
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
+            self.checkpointer = None
         if self._collector is not None:
             gc.set_threshold(*self._collector)
             self._collector = None

@@ -87,6 +87,13 @@ class RuntimeSettings(_Strict):
     5,000 events/s, and the longest pauses behind the latency tail. The
     runtime's objects are freed by reference counting; the collector is only
     for cycles, which it still finds."""
+    background_checkpoint: bool = True
+    """On a SQLite file, copy the write-ahead log back into the database from a
+    thread of its own at low priority, instead of inside whichever commit finds
+    the log full (see ``docs/store.md``). That commit, an intake insert or a
+    batch, used to wait tens of milliseconds, and every event behind it with
+    it. ``false`` leaves checkpoints to the commits, as SQLite does by itself.
+    Ignored on PostgreSQL."""
     retry: RetrySettings = RetrySettings()
 
     @model_validator(mode="after")
