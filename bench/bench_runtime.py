@@ -403,6 +403,7 @@ def _runtime_settings(args: argparse.Namespace) -> dict[str, Any]:
         "batch_wait_ms": args.batch_wait_ms,
         "concurrency": args.concurrency,
         "background_checkpoint": not args.commit_checkpoints,
+        "gc_threshold": args.gc_threshold,
     }
 
 
@@ -1223,6 +1224,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--batch-wait-ms", type=int, default=defaults.batch_wait_ms)
     parser.add_argument("--concurrency", type=int, default=defaults.concurrency)
+    parser.add_argument(
+        "--gc-threshold",
+        type=int,
+        default=defaults.gc_threshold,
+        help="runtime.gc_threshold: allocations between two young-generation collections",
+    )
     parser.add_argument(
         "--commit-checkpoints",
         action="store_true",
