@@ -133,6 +133,7 @@ class WalCheckpointer:
         self._db: sqlite3.Connection | None = None
         self._db_guard = threading.Lock()
         self._shm: int | None = None
+        self._shm_guard = threading.Lock()
         self._blind = 0
         #: Rounds run, and the longest time one held the writers (seconds).
         self.rounds = 0
@@ -147,12 +148,17 @@ class WalCheckpointer:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def _passive(self) -> tuple[int, int]:
+    def _connection(self) -> sqlite3.Connection:
         if self._db is None:
             db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
             db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self._db = db
-        _busy, frames, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        return self._db
+
+    def _passive(self) -> tuple[int, int]:
+        _busy, frames, copied = (
+            self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        )
         # -1, -1 where the file is not in WAL mode: nothing to do
         return max(int(frames), 0), max(int(copied), 0)
 
@@ -199,6 +205,7 @@ class WalCheckpointer:
             db, self._db = self._db, None
             if db is not None:
                 db.close()
+        with self._shm_guard:
             shm, self._shm = self._shm, None
             if shm is not None:
                 os.close(shm)
@@ -206,9 +213,10 @@ class WalCheckpointer:
     def log_frames(self) -> int | None:
         """Frames in the log now, from the wal-index header; ``None`` if it cannot be read."""
         try:
-            if self._shm is None:
-                self._shm = os.open(self._path + "-shm", os.O_RDONLY)
-            header = os.pread(self._shm, _WAL_INDEX_HEADER.size, 0)
+            with self._shm_guard:
+                if self._shm is None:
+                    self._shm = os.open(self._path + "-shm", os.O_RDONLY)
+                header = os.pread(self._shm, _WAL_INDEX_HEADER.size, 0)
         except OSError:
             return None
         if len(header) < _WAL_INDEX_HEADER.size:
@@ -229,6 +237,14 @@ class WalCheckpointer:
 
     def _run(self) -> None:
         lower_priority(self._nice)
+        try:
+            # held open while the thread runs, so SQLite keeps the -shm file
+            # whose header is read (it removes it when the last connection closes)
+            with self._db_guard:
+                self._connection()
+        except sqlite3.Error as exc:
+            log.warning("background checkpoints unavailable; commits checkpoint", error=repr(exc))
+            return
         while not self._stop.wait(POLL):
             if not self._due():
                 continue
