@@ -404,6 +404,7 @@ def _runtime_settings(args: argparse.Namespace) -> dict[str, Any]:
         "concurrency": args.concurrency,
         "background_checkpoint": not args.commit_checkpoints,
         "gc_threshold": args.gc_threshold,
+        "prepared_workflow_statements": not args.dbos_statements_per_call,
     }
 
 
@@ -1070,7 +1071,11 @@ def report(f: dict[str, Any]) -> str:
         f"runtime benchmark (Python {f['python']}, {f['cpus']} CPUs; embedded parts pinned to"
         f" CPU {f['pinned_cpu']}; runtime batch_size {rt['batch_size']},"
         f" max_batch_size {rt['max_batch_size']},"
-        f" batch_wait_ms {rt['batch_wait_ms']}, concurrency {rt['concurrency']})",
+        f" batch_wait_ms {rt['batch_wait_ms']}, concurrency {rt['concurrency']},"
+        f" gc_threshold {rt['gc_threshold']}"
+        + ("" if rt["background_checkpoint"] else ", checkpoints in commits")
+        + ("" if rt["prepared_workflow_statements"] else ", DBOS statements per call")
+        + ")",
         "  machine busy with other work just before each part (share of all CPUs, 1 s sample): "
         + ", ".join(
             f"{part} {_fmt(None if share is None else share * 100, ' %')}"
@@ -1234,6 +1239,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         "--commit-checkpoints",
         action="store_true",
         help="leave WAL checkpoints to the commits (runtime.background_checkpoint: false)",
+    )
+    parser.add_argument(
+        "--dbos-statements-per-call",
+        action="store_true",
+        help="let DBOS build its SQLite statements on every call"
+        " (runtime.prepared_workflow_statements: false)",
     )
     parser.add_argument(
         "--settle-timeout",

@@ -25,6 +25,7 @@ from accord.config import Settings
 from accord.events.stream import EventStream, open_stream
 from accord.ownership import OwnershipPolicy, default_policy, parse_policy
 from accord.reconcile import schedule as reconcile_schedule  # registers its DBOS workflow
+from accord.runtime.dbos_sqlite import use_prepared
 from accord.runtime.effects import EffectExecutor, Vendor
 from accord.runtime.http_vendor import IdempotentHttpVendor
 from accord.runtime.pipeline import Handler, Pipeline, Route, SqlLedger
@@ -80,6 +81,7 @@ class Hub:
     def start(self, *, dispatch: bool = True) -> Hub:
         """Launch DBOS (recovering this executor's unfinished workflows), then dispatch."""
         bind(self.pipeline)
+        use_prepared(self.settings.runtime.prepared_workflow_statements)
         DBOS(config=dbos_config(self.settings, self.executor_id))
         DBOS.launch()
         self._launched = True

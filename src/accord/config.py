@@ -98,6 +98,12 @@ class RuntimeSettings(_Strict):
     batch, used to wait tens of milliseconds, and every event behind it with
     it. ``false`` leaves checkpoints to the commits, as SQLite does by itself.
     Ignored on PostgreSQL."""
+    prepared_workflow_statements: bool = True
+    """On SQLite, let DBOS build and compile the statements that start and end a
+    workflow once and reuse their SQL, as it does on PostgreSQL, instead of on
+    every call: about 1 ms of CPU less per batch (``accord.runtime.dbos_sqlite``;
+    applied only to the DBOS versions it was checked against). ``false`` leaves
+    DBOS as it is."""
     retry: RetrySettings = RetrySettings()
 
     @model_validator(mode="after")
