@@ -73,6 +73,7 @@ from accord.events.envelope import (
     to_envelope,
     to_json,
 )
+from accord.jsontext import compiled
 
 __all__ = [
     "DEFAULT_DUPLICATE_WINDOW",
@@ -194,7 +195,7 @@ def _plain(value: object) -> object:
 
 
 #: Checks that a change's data could go over the wire (built once, not per event).
-_WIRE_CHECK = json.JSONEncoder(allow_nan=False, default=_plain)
+_WIRE_CHECK = compiled(json.JSONEncoder(allow_nan=False, default=_plain))
 
 
 #: Changes the in-process stream keeps (the newest); about 1-2 KB each.
@@ -226,7 +227,7 @@ class _Kept:
             change.entity_id,
             change.version,
             change.system,
-            _WIRE_CHECK.encode(change.changed_fields),
+            _WIRE_CHECK(change.changed_fields),
             data,
             change.trace_id,
             change.time,
@@ -297,7 +298,7 @@ class MemoryStream(EventStream):
 
     def publish(self, change: CanonicalChange) -> Published:
         try:  # refuse what could never be read back, as the wire would
-            data = _WIRE_CHECK.encode(change.data)
+            data = _WIRE_CHECK(change.data)
         except (TypeError, ValueError) as exc:
             raise InvalidInput(
                 f"holds a value JSON cannot carry ({exc})", record="event", field="data.record"

@@ -9,13 +9,14 @@ from typing import Any
 import httpx
 
 from accord.errors import AccordError, InvalidInput, TransientError
+from accord.jsontext import compiled
 from accord.runtime.effects import Effect, EffectOutcome, Vendor
 from accord.tracing import TracingTransport
 
 __all__ = ["IdempotentHttpVendor"]
 
 #: How request bodies are written (built once; ``json.dumps`` with options builds one per call).
-_BODY_JSON = json.JSONEncoder(sort_keys=True, default=str)
+_BODY_JSON = compiled(json.JSONEncoder(sort_keys=True, default=str))
 
 
 class IdempotentHttpVendor(Vendor):
@@ -57,7 +58,7 @@ class IdempotentHttpVendor(Vendor):
         return InvalidInput(f"{response.status_code}: {text}", record=str(response.url))
 
     def perform(self, effect: Effect) -> EffectOutcome:
-        body = _BODY_JSON.encode(dict(effect.request))
+        body = _BODY_JSON(dict(effect.request))
         try:
             response = self._client.post(
                 self._path,
@@ -82,7 +83,7 @@ class IdempotentHttpVendor(Vendor):
         request = httpx.Request(
             "POST",
             self._batch_url,
-            content=_BODY_JSON.encode({"items": items}),
+            content=_BODY_JSON({"items": items}),
             headers={"Content-Type": "application/json"},
             extensions=self._batch_extensions,
         )

@@ -46,13 +46,13 @@ from accord.ownership import (
     record_outbound,
 )
 from accord.runtime.effects import (
-    REQUEST_JSON,
     Effect,
     EffectExecutor,
     EffectFailed,
     EffectOutcome,
     LedgerEntry,
     ordered_effect_key,
+    request_json,
 )
 from accord.store import (
     Effects,
@@ -352,7 +352,7 @@ def _request_text(request: Mapping[str, Any]) -> str:
 
     Stored as the intent's request, so the request is serialised once for both.
     """
-    return REQUEST_JSON.encode(request)
+    return request_json(request)
 
 
 def _linked_ids(

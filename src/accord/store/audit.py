@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, select
 
 from accord.errors import InvalidInput, RuleViolation
+from accord.jsontext import compiled
 from accord.store.fast import Prepared, db_time
 from accord.store.tables import GENESIS_HASH, audit_head, audit_log
 
@@ -57,10 +58,11 @@ _MAX_RENUMBER_SEARCH = 100_000
 
 
 #: The encoder of :func:`canonical_json`, built once: ``json.dumps`` with any
-#: non-default option builds a new encoder on every call, which costs more than
-#: encoding a small document.
-_CANONICAL = json.JSONEncoder(
-    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+#: non-default option builds a new encoder on every call, and even
+#: ``JSONEncoder.encode`` sets one up per call (:mod:`accord.jsontext`), which
+#: costs more than encoding a small document.
+_CANONICAL = compiled(
+    json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 )
 
 
@@ -72,7 +74,7 @@ def canonical_json(value: Any) -> str:
     set, a float NaN) is refused instead of being turned into some string.
     """
     try:
-        return _CANONICAL.encode(value)
+        return _CANONICAL(value)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"not a JSON document: {exc}") from None
 
