@@ -86,11 +86,12 @@ class RuntimeSettings(_Strict):
     stream it keeps, the caches) again and again: about 30 % of the CPU at
     5,000 events/s, and the longest pauses behind the latency tail. The
     runtime's objects are freed by reference counting; the collector is only
-    for cycles, which it still finds. Not much higher either: DBOS builds its
-    SQLite statements per call, and each leaves a few dozen objects in
-    reference cycles, so the young generation fills with garbage only the
-    collector frees; at 50,000 each collection walked about 40,000 of them, a
-    pause of 30–60 ms, where at 10,000 it takes under 11 ms."""
+    for cycles, which it still finds. Not much higher either: where DBOS builds
+    its SQLite statements per call (``prepared_workflow_statements: false``),
+    each leaves a few dozen objects in reference cycles, so the young
+    generation fills with garbage only the collector frees; at 50,000 each
+    collection walked about 40,000 of them, a pause of 30–60 ms, where at
+    10,000 it takes under 11 ms."""
     background_checkpoint: bool = True
     """On a SQLite file, copy the write-ahead log back into the database from a
     thread of its own at low priority, instead of inside whichever commit finds
