@@ -237,6 +237,7 @@ runtime:
   concurrency: 1         # dispatcher threads (batches in flight) per worker process
   lease_seconds: 30      # a claimed event returns to the queue if not done by then
   background_checkpoint: true  # SQLite: checkpoint the WAL from a thread, not in commits
+  prepared_workflow_statements: true  # SQLite: DBOS compiles its hot statements once
   gc_threshold: 10000    # allocations between Python collector runs (0: leave the default)
   retry: {initial_interval: 0.05, backoff_coefficient: 2, maximum_interval: 30, maximum_attempts: 6}
 

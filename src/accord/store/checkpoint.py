@@ -135,9 +135,8 @@ class WalCheckpointer:
         self._shm: int | None = None
         self._shm_guard = threading.Lock()
         self._blind = 0
-        #: Rounds run, and the longest time one held the writers (seconds).
+        #: Rounds run (each returns what it did as a :class:`CheckpointRound`).
         self.rounds = 0
-        self.longest_hold = 0.0
 
     @classmethod
     def for_engine(cls, engine: Engine) -> WalCheckpointer | None:
@@ -182,7 +181,6 @@ class WalCheckpointer:
                     frames, copied = self._passive()
                     held = time.monotonic() - locked_at
             self.rounds += 1
-            self.longest_hold = max(self.longest_hold, held)
             return CheckpointRound(grown, passes, frames, copied, elapsed, held)
 
     def start(self) -> WalCheckpointer:
