@@ -54,6 +54,7 @@ from accord.ownership import OwnershipPolicy, load_policy
 from accord.runtime.http_vendor import IdempotentHttpVendor
 from accord.runtime.pipeline import Route
 from accord.sandbox.recorder import RecorderServer
+from accord.store.repo import Inbox
 from accord.store.tables import effects, inbox
 
 TARGET_EVENTS_PER_S = 5_000
@@ -223,14 +224,9 @@ def time_entry_event(i: int) -> dict[str, Any]:
 
 
 def _first_waiting_seq(engine: Engine) -> int | None:
-    """The lowest seq still waiting (pending or failed): cheap, via the (status, seq) index."""
+    """The lowest seq still waiting (pending or failed): cheap, by index."""
     with engine.connect() as conn:
-        found = [
-            conn.execute(select(func.min(inbox.c.seq)).where(inbox.c.status == status)).scalar()
-            for status in ("pending", "failed")
-        ]
-    waiting = [seq for seq in found if seq is not None]
-    return min(waiting) if waiting else None
+        return Inbox(conn).first_waiting()
 
 
 def _effects_open(engine: Engine) -> bool:

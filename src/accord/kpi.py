@@ -33,7 +33,8 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from accord.store.quota_tables import quota_usage
-from accord.store.tables import InboxStatus, inbox, records, xref
+from accord.store.repo import Inbox
+from accord.store.tables import records, xref
 
 __all__ = [
     "CycleTime",
@@ -343,14 +344,7 @@ def compute(
     sources = _load(conn, "time_entry") + _load(conn, "expense")
     invoices = _load(conn, "invoice")
     memos = _load(conn, "credit_memo")
-    pending = {
-        system: (int(count), oldest)
-        for system, count, oldest in conn.execute(
-            select(inbox.c.system, func.count(), func.min(inbox.c.received_at))
-            .where(inbox.c.status.in_([InboxStatus.PENDING.value, InboxStatus.FAILED.value]))
-            .group_by(inbox.c.system)
-        )
-    }
+    pending = Inbox(conn).waiting_by_system()
     synced = {
         system: at
         for system, at in conn.execute(

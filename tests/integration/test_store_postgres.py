@@ -92,6 +92,7 @@ def test_migrations_create_the_same_schema_on_sqlite_and_postgresql(
         "record_versions",
         "xref",
         "inbox",
+        "inbox_frontier",
         "effects",
         "exceptions",
         "audit_log",

@@ -71,6 +71,7 @@ TABLES = {
     "record_versions",
     "xref",
     "inbox",
+    "inbox_frontier",
     "effects",
     "exceptions",
     "audit_log",

@@ -37,6 +37,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     Row,
+    Select,
     Table,
     and_,
     false,
@@ -44,6 +45,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -63,6 +65,7 @@ from accord.store.fast import (
     unsupported_dialect,
 )
 from accord.store.tables import (
+    SQLITE_WAITING_AGAIN,
     EffectStatus,
     ExceptionState,
     InboxStatus,
@@ -70,6 +73,7 @@ from accord.store.tables import (
     effects,
     exceptions,
     inbox,
+    inbox_frontier,
     record_versions,
     records,
     xref,
@@ -853,13 +857,10 @@ def _event_row(
 
 
 def _claim_statement(by_system: bool) -> Prepared:
-    """The claiming update of :meth:`Inbox.claim_seqs`: due events, oldest first.
+    """The claiming update of :meth:`Inbox.claim_seqs` on PostgreSQL: due events,
+    oldest first, by the status index.
 
-    SKIP LOCKED lets concurrent claimers on PostgreSQL pass over each other's
-    rows; SQLite has no row locks and serialises on its writer lock. (A
-    subquery, not a CTE: Python's sqlite3 opens the transaction only for
-    statements that *start* with INSERT/UPDATE/DELETE, so a WITH … UPDATE
-    would escape the caller's transaction.)
+    SKIP LOCKED lets concurrent claimers pass over each other's rows.
     """
     system = " AND system = {p}" if by_system else ""
     return Prepared(
@@ -867,13 +868,54 @@ def _claim_statement(by_system: bool) -> Prepared:
         " WHERE seq IN (SELECT seq FROM inbox"
         " WHERE status IN ('pending', 'failed')"
         " AND (available_at IS NULL OR available_at <= {p})" + system + " ORDER BY seq LIMIT {p}"
-        "{lock}) RETURNING seq, attempts",
-        lock={"sqlite": "", "postgresql": " FOR UPDATE SKIP LOCKED"},
+        " FOR UPDATE SKIP LOCKED) RETURNING seq, attempts"
     )
+
+
+def _sqlite_claim_statement(by_system: bool) -> str:
+    """The claiming update of :meth:`Inbox.claim_seqs` on SQLite: due events, oldest first.
+
+    Two sources, each read in seq order and cut at the limit: events never
+    claimed, by seq from above ``inbox_frontier`` (the status index has no
+    entry for them), and events claimed before that are due again (an expired
+    lease, a retry), by the partial status index. SQLite has no row locks and
+    serialises claims on its writer lock. (A subquery, not a CTE: Python's
+    sqlite3 opens the transaction only for statements that *start* with
+    INSERT/UPDATE/DELETE, so a WITH … UPDATE would escape the caller's
+    transaction.)
+    """
+    # ``+system``: SQLite is not to read a system's events by the (system,
+    # event id) key, which holds every event, done or not
+    system = " AND +system = ?" if by_system else ""
+    return (
+        "UPDATE inbox SET attempts = attempts + 1, available_at = ? WHERE seq IN ("
+        "SELECT seq FROM (SELECT seq FROM inbox"
+        " WHERE seq > coalesce((SELECT claimed_through FROM inbox_frontier WHERE id = 1), 0)"
+        " AND status = 'pending' AND available_at IS NULL" + system + " ORDER BY seq LIMIT ?)"
+        " UNION ALL SELECT seq FROM (SELECT seq FROM inbox"
+        f" WHERE {SQLITE_WAITING_AGAIN} AND available_at <= ?" + system + " ORDER BY seq LIMIT ?)"
+        " ORDER BY seq LIMIT ?) RETURNING seq, attempts"
+    )
+
+
+#: Moves SQLite's frontier up to a claim's highest seq (never down).
+_ADVANCE_FRONTIER = (
+    "UPDATE inbox_frontier SET claimed_through = ? WHERE id = 1 AND claimed_through < ?"
+)
+
+#: The lowest seq waiting on SQLite: never claimed (above the frontier), or due again.
+_SQLITE_FIRST_WAITING = (
+    "SELECT min(seq) FROM (SELECT seq FROM (SELECT seq FROM inbox"
+    " WHERE seq > coalesce((SELECT claimed_through FROM inbox_frontier WHERE id = 1), 0)"
+    " AND status = 'pending' AND available_at IS NULL ORDER BY seq LIMIT 1)"
+    f" UNION ALL SELECT seq FROM (SELECT seq FROM inbox WHERE {SQLITE_WAITING_AGAIN}"
+    " ORDER BY seq LIMIT 1))"
+)
 
 
 #: The claim of :meth:`Inbox.claim_seqs`, without and with a system to claim for.
 _CLAIM = {False: _claim_statement(False), True: _claim_statement(True)}
+_SQLITE_CLAIM = {False: _sqlite_claim_statement(False), True: _sqlite_claim_statement(True)}
 
 
 class InboxIntake:
@@ -944,6 +986,29 @@ class InboxIntake:
             if raw is not None:
                 raw.driver_connection.isolation_level = self._isolation
                 raw.close()
+
+
+def _waiting_by_system(dialect: str) -> Select[Any]:
+    """:meth:`Inbox.waiting_by_system`'s query: per system, the count and the oldest
+    arrival of pending or failed events, by index on both databases."""
+    if dialect == "sqlite":
+        frontier = select(func.coalesce(func.max(inbox_frontier.c.claimed_through), 0))
+        arrived = select(inbox.c.system, inbox.c.received_at)
+        events = union_all(
+            arrived.where(
+                inbox.c.seq > frontier.scalar_subquery(),
+                inbox.c.status == InboxStatus.PENDING.value,
+                inbox.c.available_at.is_(None),
+            ),
+            arrived.where(text(SQLITE_WAITING_AGAIN)),
+        ).subquery()
+        system, received_at = events.c.system, events.c.received_at
+        return select(system, func.count(), func.min(received_at)).group_by(system)
+    return (
+        select(inbox.c.system, func.count(), func.min(inbox.c.received_at))
+        .where(inbox.c.status.in_([InboxStatus.PENDING.value, InboxStatus.FAILED.value]))
+        .group_by(inbox.c.system)
+    )
 
 
 class Inbox:
@@ -1053,11 +1118,57 @@ class Inbox:
             raise InvalidInput("limit must be at least 1", field="limit")
         conn = self._conn
         now = _require_aware(self._clock())
-        params: tuple[Any, ...] = (db_time(conn, now + lease), db_time(conn, now))
+        until = db_time(conn, now + lease)
+        if conn.dialect.name == "sqlite":
+            return self._claim_sqlite(until, db_time(conn, now), limit, system)
+        params: tuple[Any, ...] = (until, db_time(conn, now))
         if system is not None:
             params += (system,)
         claimed: Iterable[Any] = _CLAIM[system is not None].run(conn, (*params, limit))
         return sorted((int(row[0]), int(row[1])) for row in claimed)
+
+    def _claim_sqlite(
+        self, until: str, now: str, limit: int, system: str | None
+    ) -> list[tuple[int, int]]:
+        """The claim on SQLite, moving ``inbox_frontier`` up in the same transaction.
+
+        The claim takes the ``limit`` oldest due events, and an event never
+        claimed is always due, so every such event below the highest seq taken
+        is taken too: the frontier may move up to it. A claim for one system
+        leaves the other systems' events behind and does not move it.
+        """
+        conn = self._conn
+        only = () if system is None else (system,)
+        params = (until, *only, limit, now, *only, limit, limit)
+        claimed = sorted(
+            (int(row[0]), int(row[1]))
+            for row in conn.exec_driver_sql(_SQLITE_CLAIM[system is not None], params)
+        )
+        if claimed and system is None:
+            highest = claimed[-1][0]
+            conn.exec_driver_sql(_ADVANCE_FRONTIER, (highest, highest))
+        return claimed
+
+    def waiting_by_system(self) -> dict[str, tuple[int, datetime]]:
+        """Per system, how many events are pending or failed and when the oldest
+        arrived; by index on both databases (SQLite: the frontier and the partial
+        index), not by reading every event ever received."""
+        query = _waiting_by_system(self._conn.dialect.name)
+        return {system: (int(count), oldest) for system, count, oldest in self._conn.execute(query)}
+
+    def first_waiting(self) -> int | None:
+        """The lowest seq of an event that is pending or failed, or ``None``: cheap,
+        by index (SQLite: by the frontier and the partial index)."""
+        conn = self._conn
+        if conn.dialect.name == "sqlite":
+            found = conn.exec_driver_sql(_SQLITE_FIRST_WAITING).scalar()
+            return None if found is None else int(found)
+        waiting = [
+            conn.execute(select(func.min(inbox.c.seq)).where(inbox.c.status == status)).scalar()
+            for status in (InboxStatus.PENDING.value, InboxStatus.FAILED.value)
+        ]
+        seqs = [int(seq) for seq in waiting if seq is not None]
+        return min(seqs) if seqs else None
 
     def mark(
         self,
@@ -1083,7 +1194,9 @@ class Inbox:
         elif status is InboxStatus.FAILED:
             values.update(processed_at=None, available_at=now + retry_after)
         else:
-            values.update(processed_at=None, available_at=None)
+            # due at once; an event that has been claimed never goes back to
+            # having no available_at, which marks events never claimed
+            values.update(processed_at=None, available_at=now)
         result = self._conn.execute(update(inbox).where(inbox.c.seq.in_(chosen)).values(values))
         return result.rowcount
 

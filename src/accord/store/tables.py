@@ -37,6 +37,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -46,6 +47,7 @@ __all__ = [
     "ExceptionState",
     "InboxStatus",
     "NAMING_CONVENTION",
+    "SQLITE_WAITING_AGAIN",
     "SeqInteger",
     "UTCDateTime",
     "audit_head",
@@ -55,6 +57,7 @@ __all__ = [
     "effects",
     "exceptions",
     "inbox",
+    "inbox_frontier",
     "metadata",
     "record_versions",
     "records",
@@ -198,6 +201,9 @@ xref = Table(
     UniqueConstraint("system", "external_object", "external_id"),
 )
 
+#: The events the SQLite status index holds: claimed before, and waiting again.
+SQLITE_WAITING_AGAIN = "status IN ('pending', 'failed') AND available_at IS NOT NULL"
+
 #: Inbound vendor events, stored once per (system, event id) before processing.
 #: ``available_at`` is the lease: a claimed event is skipped until it passes, so
 #: a worker that dies mid-batch releases its events by simply not finishing.
@@ -222,12 +228,35 @@ inbox = Table(
     UniqueConstraint("system", "event_id"),
     _one_of("status", _values(InboxStatus), "status"),
     CheckConstraint("attempts >= 0", name="attempts_not_negative"),
-    Index(None, "status", "seq"),
+    # On SQLite the index holds only events that have been claimed and wait
+    # again (a lease, a retry): intake adds no entry to it, one page fewer in
+    # each intake commit, and an event that is done leaves it. Events never
+    # claimed lie above ``inbox_frontier`` and are found by their seq.
+    # PostgreSQL, where concurrent intakes commit their seqs out of order,
+    # indexes every event.
+    Index(None, "status", "seq", sqlite_where=text(SQLITE_WAITING_AGAIN)),
     # A seq is never reused, so a batch named by its seqs (a workflow id) always
     # means the same events: PostgreSQL's sequence never hands a number out
     # twice; SQLite gives the highest seq plus one, and a trigger (migration
     # 0008) refuses to delete the newest event. AUTOINCREMENT would do the
     # same at the cost of one more page written by every intake commit.
+)
+
+#: SQLite: every event up to ``claimed_through`` has been claimed at least once
+#: (or was marked without a claim). Events never claimed, which intake stores
+#: with ``status = 'pending'`` and no ``available_at``, all lie above it: a
+#: claim takes the oldest events, and SQLite numbers a new event above every
+#: stored one. A claim finds them from here by seq, and moves the frontier to
+#: the highest seq it took, in its own transaction. PostgreSQL, whose intakes
+#: may commit a lower seq after a higher one, finds them by the status index and
+#: leaves this row alone.
+inbox_frontier = Table(
+    "inbox_frontier",
+    metadata,
+    Column("id", Integer(), nullable=False, autoincrement=False),
+    Column("claimed_through", SeqInteger, nullable=False),
+    PrimaryKeyConstraint("id"),
+    CheckConstraint("id = 1", name="single_row"),
 )
 
 #: The effect ledger: each outbound call, keyed by its idempotency key.
