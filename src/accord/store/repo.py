@@ -73,7 +73,6 @@ from accord.store.tables import (
     effects,
     exceptions,
     inbox,
-    inbox_frontier,
     record_versions,
     records,
     xref,
@@ -872,6 +871,13 @@ def _claim_statement(by_system: bool) -> Prepared:
     )
 
 
+#: SQLite: events never claimed, which lie above the frontier (a rowid range).
+_NEVER_CLAIMED = (
+    "seq > coalesce((SELECT claimed_through FROM inbox_frontier WHERE id = 1), 0)"
+    " AND status = 'pending' AND available_at IS NULL"
+)
+
+
 def _sqlite_claim_statement(by_system: bool) -> str:
     """The claiming update of :meth:`Inbox.claim_seqs` on SQLite: due events, oldest first.
 
@@ -889,9 +895,9 @@ def _sqlite_claim_statement(by_system: bool) -> str:
     system = " AND +system = ?" if by_system else ""
     return (
         "UPDATE inbox SET attempts = attempts + 1, available_at = ? WHERE seq IN ("
-        "SELECT seq FROM (SELECT seq FROM inbox"
-        " WHERE seq > coalesce((SELECT claimed_through FROM inbox_frontier WHERE id = 1), 0)"
-        " AND status = 'pending' AND available_at IS NULL" + system + " ORDER BY seq LIMIT ?)"
+        f"SELECT seq FROM (SELECT seq FROM inbox WHERE {_NEVER_CLAIMED}"
+        + system
+        + " ORDER BY seq LIMIT ?)"
         " UNION ALL SELECT seq FROM (SELECT seq FROM inbox"
         f" WHERE {SQLITE_WAITING_AGAIN} AND available_at <= ?" + system + " ORDER BY seq LIMIT ?)"
         " ORDER BY seq LIMIT ?) RETURNING seq, attempts"
@@ -905,9 +911,8 @@ _ADVANCE_FRONTIER = (
 
 #: The lowest seq waiting on SQLite: never claimed (above the frontier), or due again.
 _SQLITE_FIRST_WAITING = (
-    "SELECT min(seq) FROM (SELECT seq FROM (SELECT seq FROM inbox"
-    " WHERE seq > coalesce((SELECT claimed_through FROM inbox_frontier WHERE id = 1), 0)"
-    " AND status = 'pending' AND available_at IS NULL ORDER BY seq LIMIT 1)"
+    f"SELECT min(seq) FROM (SELECT seq FROM (SELECT seq FROM inbox WHERE {_NEVER_CLAIMED}"
+    " ORDER BY seq LIMIT 1)"
     f" UNION ALL SELECT seq FROM (SELECT seq FROM inbox WHERE {SQLITE_WAITING_AGAIN}"
     " ORDER BY seq LIMIT 1))"
 )
@@ -992,14 +997,9 @@ def _waiting_by_system(dialect: str) -> Select[Any]:
     """:meth:`Inbox.waiting_by_system`'s query: per system, the count and the oldest
     arrival of pending or failed events, by index on both databases."""
     if dialect == "sqlite":
-        frontier = select(func.coalesce(func.max(inbox_frontier.c.claimed_through), 0))
         arrived = select(inbox.c.system, inbox.c.received_at)
         events = union_all(
-            arrived.where(
-                inbox.c.seq > frontier.scalar_subquery(),
-                inbox.c.status == InboxStatus.PENDING.value,
-                inbox.c.available_at.is_(None),
-            ),
+            arrived.where(text(_NEVER_CLAIMED)),
             arrived.where(text(SQLITE_WAITING_AGAIN)),
         ).subquery()
         system, received_at = events.c.system, events.c.received_at
