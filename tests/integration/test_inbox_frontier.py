@@ -24,7 +24,7 @@ from sqlalchemy import Engine, select, text
 
 from accord.store import make_engine, upgrade
 from accord.store.db import alembic_config
-from accord.store.repo import Inbox
+from accord.store.repo import _SQLITE_CLAIM, _SQLITE_FIRST_WAITING, Inbox, _waiting_by_system
 from accord.store.tables import InboxStatus, inbox, inbox_frontier
 
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -223,8 +223,6 @@ def test_claims_on_sqlite_read_no_more_of_the_inbox_than_they_take(
 ) -> None:
     """The query plans: by seq above the frontier and by the partial index, never
     a scan of the whole inbox (which grows by every event ever received)."""
-    from accord.store.repo import _SQLITE_CLAIM, _SQLITE_FIRST_WAITING, _waiting_by_system
-
     engine = fresh()
     by_system = str(
         _waiting_by_system("sqlite").compile(engine, compile_kwargs={"literal_binds": True})
