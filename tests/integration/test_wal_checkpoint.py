@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
@@ -16,7 +17,7 @@ from sqlalchemy import Engine, text
 from accord.bootstrap import build_hub
 from accord.config import Settings
 from accord.ownership import default_policy
-from accord.store import make_engine
+from accord.store import checkpoint, make_engine
 from accord.store.checkpoint import WalCheckpointer, lower_priority
 from accord.store.db import WAL_AUTOCHECKPOINT_PAGES, write_transaction, writer_lock
 
@@ -101,6 +102,81 @@ def test_what_a_pass_could_not_copy_is_copied_with_the_writers_held(engine: Engi
         assert frames is not None and frames < 10
     finally:
         reader.close()
+        checkpointer.stop()
+
+
+class _Recorded:
+    """A lock that notes when it is taken, in one list with the flushes."""
+
+    def __init__(self, lock: Any, seen: list[str]) -> None:
+        self._lock, self._seen = lock, seen
+
+    def __enter__(self) -> Any:
+        self._seen.append("lock")
+        return self._lock.__enter__()
+
+    def __exit__(self, *exc: object) -> Any:
+        self._seen.append("unlock")
+        return self._lock.__exit__(*exc)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a file's name from /proc/self/fd")
+def test_the_files_are_flushed_beside_the_writers_before_they_are_held(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the passes copied reaches the disk before the lock, so that the
+    pass under the lock only flushes what was written since."""
+    checkpointer = WalCheckpointer(engine)
+    path = engine.url.database
+    assert path is not None
+    seen: list[str] = []
+    real = checkpoint._fdatasync
+
+    def flush(fd: int) -> None:
+        seen.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real(fd)
+
+    monkeypatch.setattr(checkpoint, "_fdatasync", flush)
+    checkpointer._lock = _Recorded(checkpointer._lock, seen)
+    reader = sqlite3.connect(path, isolation_level=None)
+    try:
+        write(engine, 10)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM t").fetchone()  # the passes stop at this snapshot
+        write(engine, 50)
+        rounds = []
+        worker = threading.Thread(target=lambda: rounds.append(checkpointer.run_round()))
+        with writer_lock(engine):
+            worker.start()
+            deadline = time.monotonic() + 10
+            while "lock" not in seen and time.monotonic() < deadline:
+                time.sleep(0.01)
+            reader.execute("COMMIT")
+        worker.join(10)
+        (done,) = rounds
+        assert seen == ["accord.db-wal", "accord.db", "lock", "unlock"]
+        assert done.flush_seconds > 0
+        assert done.copied_frames == done.log_frames
+        write(engine, 1)
+        frames = checkpointer.log_frames()
+        assert frames is not None and frames < 10  # the log began again
+    finally:
+        reader.close()
+        checkpointer.stop()
+
+
+def test_a_round_with_nothing_left_for_the_lock_flushes_nothing_itself(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flushed: list[int] = []
+    monkeypatch.setattr(checkpoint, "_fdatasync", flushed.append)
+    checkpointer = WalCheckpointer(engine)
+    try:
+        write(engine, 20)
+        done = checkpointer.run_round()  # no writer meanwhile: the passes copy it all
+        assert done.locked_seconds == 0 and done.flush_seconds == 0
+        assert flushed == []
+    finally:
         checkpointer.stop()
 
 
